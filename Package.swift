@@ -1,0 +1,51 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// One job per module; C libraries only through the C* system-library targets.
+let package = Package(
+    name: "shelcaster-composer",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "shelcaster-composer", targets: ["ShelcasterComposer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C shims
+        .systemLibrary(name: "CFFmpeg", pkgConfig: "libavformat libavcodec libavfilter libswresample libswscale libavutil",
+                       providers: [.apt(["libavformat-dev", "libavcodec-dev", "libavfilter-dev", "libswresample-dev", "libswscale-dev"])]),
+        .systemLibrary(name: "COpus", pkgConfig: "opus", providers: [.apt(["libopus-dev"])]),
+        .systemLibrary(name: "CSRTP", pkgConfig: "libsrtp2", providers: [.apt(["libsrtp2-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+
+        // Media pipeline
+        .target(name: "AudioCore"),
+        .target(name: "FFmpegSupport", dependencies: ["CFFmpeg"]),
+        .target(name: "PacketCapture"),
+        .target(name: "RTP"),
+        .target(name: "OpusCodec", dependencies: ["COpus", "AudioCore"]),
+        .target(name: "JitterBuffer", dependencies: ["RTP", "OpusCodec", "AudioCore"]),
+        .target(name: "Tracklist", dependencies: ["CFFmpeg", "FFmpegSupport", "AudioCore",
+                                                  .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Routing"),
+        .target(name: "Mixer", dependencies: ["CFFmpeg", "FFmpegSupport", "AudioCore", "Routing"]),
+        .target(name: "ProgramOutput", dependencies: ["CFFmpeg", "FFmpegSupport", "AudioCore"]),
+        .target(name: "LocalRun", dependencies: ["PacketCapture", "RTP", "JitterBuffer", "Tracklist", "Routing",
+                                                 "Mixer", "ProgramOutput", "AudioCore",
+                                                 .product(name: "Logging", package: "swift-log")]),
+        .executableTarget(name: "ShelcasterComposer", dependencies: [
+            "LocalRun", "AudioCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "ShelcasterTests", dependencies: [
+            "AudioCore", "PacketCapture", "RTP", "OpusCodec", "JitterBuffer", "Tracklist", "Routing",
+            "Mixer", "ProgramOutput", "LocalRun",
+        ]),
+    ],
+    swiftLanguageModes: [.v6]
+)
