@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "Routing"),
         .target(name: "Mixer", dependencies: ["CFFmpeg", "FFmpegSupport", "AudioCore", "Routing"]),
         .target(name: "ProgramOutput", dependencies: ["CFFmpeg", "FFmpegSupport", "AudioCore"]),
-        .target(name: "LocalRun", dependencies: ["PacketCapture", "RTP", "JitterBuffer", "Tracklist", "Routing",
+        .target(name: "LocalRun", dependencies: ["PacketCapture", "RTP", "OpusCodec", "JitterBuffer", "Tracklist", "Routing",
                                                  "Mixer", "ProgramOutput", "AudioCore",
                                                  .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "ShelcasterComposer", dependencies: [

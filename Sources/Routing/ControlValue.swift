@@ -34,3 +34,17 @@ extension ControlValue {
         }
     }
 }
+
+extension ControlValue: CustomStringConvertible {
+    /// JSON-like text for messages: `"loud"`, `500`, `true`, `[…]`, `{…}`.
+    public var description: String {
+        switch self {
+        case .number(let n): n.rounded() == n && abs(n) < 1e15 ? String(Int64(n)) : String(n)
+        case .string(let s): "\"\(s.count > 40 ? String(s.prefix(40)) + "…" : s)\""
+        case .bool(let b): b ? "true" : "false"
+        case .array: "a list"
+        case .object: "an object"
+        case .null: "null"
+        }
+    }
+}

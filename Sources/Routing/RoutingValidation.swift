@@ -69,7 +69,7 @@ struct Validator {
         let key = explicitKey ?? field.split(separator: ".").last.map(String.init) ?? field
         guard let raw = obj[key], raw != .null else { return current }
         guard case .number(let n) = raw, n.isFinite else {
-            return try reject(field, "expected a number, got \(raw.typeName)", keeping: current)
+            return try reject(field, "expected a number, got \(raw)", keeping: current)
         }
         if integral && n.rounded() != n {
             return try reject(field, "expected a whole number, got \(n)", keeping: current)
@@ -93,7 +93,7 @@ struct Validator {
         let key = field.split(separator: ".").last.map(String.init) ?? field
         guard let raw = obj[key], raw != .null else { return current }
         guard case .bool(let b) = raw else {
-            return try reject(field, "expected true or false, got \(raw.typeName)", keeping: current)
+            return try reject(field, "expected true or false, got \(raw)", keeping: current)
         }
         return b
     }

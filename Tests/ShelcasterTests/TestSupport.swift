@@ -26,6 +26,19 @@ enum Analysis {
         dbfs(toneAmplitude(x, frequency: frequency))
     }
 
+    /// Tone level as the mean power of short windows: robust to phase jumps (a jitter buffer
+    /// changing its delay, a resync), which would cancel in one long coherent measurement.
+    static func windowedToneDbfs(_ x: ArraySlice<Float>, frequency: Double, window: Int = 9600) -> Double {
+        var power = 0.0, count = 0
+        var i = x.startIndex
+        while i + window <= x.endIndex {
+            let a = toneAmplitude(x[i..<i + window], frequency: frequency)
+            power += a * a; count += 1
+            i += window
+        }
+        return count > 0 ? dbfs((power / Double(count)).squareRoot()) : -120
+    }
+
     static func left(_ interleaved: [Float]) -> [Float] {
         stride(from: 0, to: interleaved.count, by: 2).map { interleaved[$0] }
     }

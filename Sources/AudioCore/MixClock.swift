@@ -1,0 +1,36 @@
+import Foundation
+
+/// Paces the mix: offline runs go as fast as they can, real-time runs wait for the wall clock.
+/// Program time is the same in both, so both produce the same audio.
+public struct MixClock: Sendable {
+    public let realtime: Bool
+    private var startNs: UInt64 = 0
+
+    public init(realtime: Bool) { self.realtime = realtime }
+
+    public mutating func start() { startNs = MixClock.monotonicNs() }
+
+    /// Returns once program time `frames` is due (at once when offline or already late).
+    public func wait(untilProgramFrame frames: Int64) {
+        guard realtime else { return }
+        let due = startNs &+ UInt64(max(0, frames)) &* 1_000_000_000 / UInt64(AudioFormat.sampleRate)
+        let now = MixClock.monotonicNs()
+        guard due > now else { return }
+        var request = timespec(tv_sec: Int((due - now) / 1_000_000_000), tv_nsec: Int((due - now) % 1_000_000_000))
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+    }
+
+    /// How far the wall clock is ahead of program time `frames`, in ms (lateness of the mix).
+    public func lagMs(atProgramFrame frames: Int64) -> Double {
+        guard realtime else { return 0 }
+        let elapsed = Double(MixClock.monotonicNs() &- startNs) / 1e6
+        return elapsed - Double(frames) * 1000 / Double(AudioFormat.sampleRate)
+    }
+
+    public static func monotonicNs() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+}
