@@ -37,7 +37,7 @@ let package = Package(
                                                  "Mixer", "ProgramOutput", "AudioCore",
                                                  .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "ShelcasterComposer", dependencies: [
-            "LocalRun", "AudioCore",
+            "LocalRun", "AudioCore", "FFmpegSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

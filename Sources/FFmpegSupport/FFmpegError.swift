@@ -10,7 +10,7 @@ public struct FFmpegError: Error, CustomStringConvertible, Sendable {
     public static func text(_ code: Int32) -> String {
         var buffer = [CChar](repeating: 0, count: 128)
         _ = cff_error_string(code, &buffer, buffer.count)
-        return String(cString: buffer)
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
     public var isEOF: Bool { code == cff_eof() }
     public var isAgain: Bool { code == cff_eagain() }
@@ -21,9 +21,4 @@ public struct FFmpegError: Error, CustomStringConvertible, Sendable {
 public func ffCheck(_ code: Int32, _ operation: @autoclosure () -> String) throws -> Int32 {
     if code < 0 { throw FFmpegError(code, operation()) }
     return code
-}
-
-public enum FFmpegLog {
-    /// FFmpeg prints to stderr by itself; keep it to real errors so our own log lines stay readable.
-    public static func quiet() { cff_set_log_level(AV_LOG_ERROR) }
 }

@@ -1,3 +1,4 @@
+import FFmpegSupport
 import Foundation
 
 /// Where the program goes: a local file (`.flv` with AAC + H.264, `.wav` with the PCM mix) or an
@@ -102,6 +103,8 @@ struct StreamURL: Equatable {
     let host: String
     let port: Int?
     let app: String
+    /// Everything after the app: the stream key (secret), with any `?priority=N`.
+    let key: String
 
     init(_ url: String) throws {
         let label = OutputTarget.redact(url)
@@ -144,6 +147,9 @@ struct StreamURL: Equatable {
             throw bad("expected \(secure ? "rtmps" : "rtmp")://host[:port]/app/streamKey")
         }
         app = String(segments[0])
+        key = segments.dropFirst().joined(separator: "/")
+        // Libraries below us log on their own (an RTMP server error may quote the stream name).
+        FFmpegLog.redact(key)
     }
 
     private static func port(_ text: Substring, _ bad: (String) -> ProgramOutputError) throws -> Int {

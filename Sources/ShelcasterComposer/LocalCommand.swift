@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import FFmpegSupport
 import LocalRun
 
 struct LocalCommand: ParsableCommand {
@@ -32,6 +33,7 @@ struct LocalCommand: ParsableCommand {
 
     func run() throws {
         let logger = Logs.bootstrap()
+        FFmpegLog.quiet()
         let manifestPath = manifest ?? Defaults.demoManifest()
         var options = LocalRunOptions(manifestPath: manifestPath, output: output ?? Defaults.demoOutput(manifestGiven: manifest != nil))
         options.realtime = realtime
