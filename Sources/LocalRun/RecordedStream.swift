@@ -24,17 +24,17 @@ enum RecordedStreams {
     /// Reads every capture file once (several entries may share one), selects each entry's packets
     /// and puts all of them on one program timeline: time 0 is the earliest selected packet.
     static func load(_ captures: [Manifest.Capture]) throws -> [RecordedStream] {
-        var files: [String: CaptureContents] = [:]
+        var files: [String: ParsedCapture] = [:]
         var streams: [RecordedStream] = []
         for c in captures {
-            let contents: CaptureContents
-            if let cached = files[c.file] { contents = cached } else {
-                do { contents = try CaptureFile.read(path: c.file) } catch {
+            let parsed: ParsedCapture
+            if let cached = files[c.file] { parsed = cached } else {
+                do { parsed = ParsedCapture(try CaptureFile.read(path: c.file)) } catch {
                     throw CaptureSelectionError(description: error.description)
                 }
-                files[c.file] = contents
+                files[c.file] = parsed
             }
-            streams.append(try select(c, from: contents))
+            streams.append(try select(c, from: parsed))
         }
         guard let start = streams.compactMap({ $0.packets.first?.arrivalNs }).min() else { return streams }
         for i in streams.indices {
@@ -44,14 +44,27 @@ enum RecordedStreams {
         return streams
     }
 
-    static func select(_ c: Manifest.Capture, from contents: CaptureContents) throws -> RecordedStream {
+    /// A capture file's UDP datagrams with their RTP parsed once (several entries may select from one file).
+    struct ParsedCapture {
+        struct Entry { let datagram: UDPDatagram; let rtp: RTPPacket? }
+        let entries: [Entry]
+        init(_ contents: CaptureContents) {
+            entries = contents.datagrams.map { d in
+                let rtp = d.payload.count > 1 && !isRTCPPacketType(d.payload[1]) ? try? RTPPacket.parse(d.payload) : nil
+                return Entry(datagram: d, rtp: rtp)
+            }
+        }
+    }
+
+    static func select(_ c: Manifest.Capture, from capture: ParsedCapture) throws -> RecordedStream {
         var skipped = 0
         // Group RTP by UDP flow: "one RTP stream" is one flow, even across an SSRC change.
         struct Flow: Hashable { let src: Endpoint; let dst: Endpoint }
         var byFlow: [Flow: [TimedPacket]] = [:]
         var flowOrder: [Flow] = []
-        for d in contents.datagrams {
-            guard d.payload.count > 1, !isRTCPPacketType(d.payload[1]), let p = try? RTPPacket.parse(d.payload) else { skipped += 1; continue }
+        for entry in capture.entries {
+            let d = entry.datagram
+            guard let p = entry.rtp else { skipped += 1; continue }
             if let ssrc = c.ssrc, p.ssrc != ssrc { continue }
             if let pt = c.payloadType { if p.payloadType != pt { continue } } else if !(96...127).contains(p.payloadType) { continue }
             let flow = Flow(src: d.source, dst: d.destination)
@@ -61,7 +74,7 @@ enum RecordedStreams {
         let name = "\(c.file) (participant \(c.participantId))"
         if byFlow.isEmpty {
             let what = c.ssrc.map { "with ssrc \($0)" } ?? "at all"
-            throw CaptureSelectionError(description: "\(name): no RTP packets \(what) among \(contents.datagrams.count) UDP datagrams")
+            throw CaptureSelectionError(description: "\(name): no RTP packets \(what) among \(capture.entries.count) UDP datagrams")
         }
         var packets: [TimedPacket]
         if c.ssrc == nil && flowOrder.count > 1 {
