@@ -36,6 +36,21 @@ let package = Package(
         .target(name: "LocalRun", dependencies: ["PacketCapture", "RTP", "OpusCodec", "JitterBuffer", "Tracklist", "Routing",
                                                  "Mixer", "ProgramOutput", "AudioCore",
                                                  .product(name: "Logging", package: "swift-log")]),
+
+        // Control plane (AWS over libcurl)
+        .target(name: "HTTPClient", dependencies: ["CCurl"]),
+        .target(name: "AWSCore", dependencies: ["HTTPClient", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "DynamoDB", dependencies: ["AWSCore", "HTTPClient"]),
+        .target(name: "ControlPlane", dependencies: ["AWSCore", "DynamoDB", "HTTPClient", "Routing", "Tracklist", "AudioCore",
+                                                     .product(name: "Logging", package: "swift-log")]),
+
+        // WebRTC receive stack, one protocol a module
+        .target(name: "SDP"),
+        .target(name: "STUN", dependencies: ["COpenSSL"]),
+        .target(name: "ICE", dependencies: ["STUN", "RTP", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "DTLS", dependencies: ["COpenSSL"]),
+        .target(name: "SRTP", dependencies: ["CSRTP"]),
+
         .executableTarget(name: "ShelcasterComposer", dependencies: [
             "LocalRun", "AudioCore", "FFmpegSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -44,7 +59,8 @@ let package = Package(
 
         .testTarget(name: "ShelcasterTests", dependencies: [
             "AudioCore", "PacketCapture", "RTP", "OpusCodec", "JitterBuffer", "Tracklist", "Routing",
-            "Mixer", "ProgramOutput", "LocalRun",
+            "Mixer", "ProgramOutput", "LocalRun", "FFmpegSupport",
+            "HTTPClient", "AWSCore", "DynamoDB", "ControlPlane", "SDP", "STUN", "ICE", "DTLS", "SRTP",
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -174,7 +174,7 @@ measure() {
     python3 "$BENCH/report.py" record "$RESULTS" "$label" "$iter" "$rc" \
         "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" \
         "$TMP/$label.$iter.time" "$out" "$video"
-    say "  $(tail -1 "$RESULTS" | cut -f1-3,5-7,11 | tr '\t' ' ')"
+    say "  $(tail -1 "$RESULTS" | cut -f1-6,11 | tr '\t' ' ')"
     rm -f "$out"
 }
 
