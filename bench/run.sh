@@ -10,7 +10,7 @@
 set -uo pipefail
 
 REPEAT=3            # offline runs (worker, ffmpeg, ffmpeg -vn), interleaved; the table shows medians
-RT_REPEAT=1         # --realtime runs (each takes the show's 20 s of wall time)
+RT_REPEAT=2         # --realtime runs (each takes the show's 20 s of wall time)
 PROFILE=0           # also run callgrind on a 5 s offline run and list the hot spots
 BUILD=1
 PROGRAM_S=20
@@ -38,6 +38,7 @@ BIN="$SCRATCH/release/shelcaster-composer"
 TMP="$(mktemp -d /tmp/shelcaster-bench.XXXXXX)"
 CHILD=""
 cleanup() {
+    if [ -n "${SAMPLER:-}" ]; then pkill -P "$SAMPLER" 2>/dev/null; kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null; fi
     if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then kill "$CHILD" 2>/dev/null; wait "$CHILD" 2>/dev/null; fi
     rm -rf "$TMP"
 }
@@ -52,7 +53,7 @@ if [ ! -x /usr/bin/time ]; then
     { apt-get install -y time >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y time >/dev/null 2>&1; }; } \
         || { say "run.sh: could not install GNU time (/usr/bin/time)"; exit 1; }
 fi
-for t in ffmpeg ffprobe python3 timeout; do
+for t in ffmpeg ffprobe python3 timeout awk; do
     command -v "$t" >/dev/null || { say "run.sh: $t is required"; exit 1; }
 done
 grep -q ' libopus ' <<<"$(ffmpeg -hide_banner -decoders 2>/dev/null)" || { say "run.sh: this ffmpeg has no libopus decoder"; exit 1; }
@@ -151,68 +152,91 @@ FF_FULL=("${FF_COMMON[@]}" "${FF_IN[@]}" -loop 1 -framerate 30 -i "$TMP/card.png
 FF_AUDIO=("${FF_COMMON[@]}" "${FF_IN[@]}" -filter_complex "$FC" "${FF_AUDIO_OUT[@]}" -vn
           -t "$PROGRAM_S" -f flv "$TMP/ffmpeg-audio.flv")
 W_OFF=("$BIN" local "$TMP/manifest.json" --output "$TMP/worker-offline.flv" --duration "$PROGRAM_S")
+# The same show stopped after 1 s: what starting up costs (fitted out in the report).
+W_ST=("$BIN" local "$TMP/manifest.json" --output "$TMP/worker-startup.flv" --duration 1)
 W_RT=("$BIN" local "$TMP/manifest.json" --output "$TMP/worker-realtime.flv" --duration "$PROGRAM_S" --realtime)
 
 RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
 
-# measure LABEL ITER EXPECT_VIDEO OUTPUT CMD...: one run under GNU time, then probe its output.
+# measure LABEL ITER EXPECT_VIDEO PROGRAM_S SAMPLE_AT OUTPUT CMD...: one run under GNU time, then
+# probe its output. SAMPLE_AT > 0: snapshot the measured process's /proc smaps + status that many
+# seconds in (for the memory breakdown).
+SAMPLER=""
 measure() {
-    local label="$1" iter="$2" video="$3" out="$4"; shift 4
+    local label="$1" iter="$2" video="$3" prog="$4" sample_at="$5" out="$6"; shift 6
     rm -f "$out"
     local t0 t1 rc
     t0=$(date +%s%N)
     timeout -k 5 "$RUN_TIMEOUT" /usr/bin/time -v -o "$TMP/$label.$iter.time" "$@" \
         >"$TMP/$label.$iter.out" 2>"$TMP/$label.$iter.err" &
     CHILD=$!
+    if [ "$sample_at" != 0 ] && command -v pgrep >/dev/null; then
+        # timeout -> time -> the measured program
+        ( sleep "$sample_at"
+          tp=$(pgrep -P "$CHILD" | head -1); [ -n "$tp" ] || exit 0
+          wp=$(pgrep -P "$tp" | head -1); [ -n "$wp" ] || exit 0
+          cat "/proc/$wp/smaps" >"$TMP/sample.smaps" 2>/dev/null
+          cat "/proc/$wp/status" >"$TMP/sample.status" 2>/dev/null ) &
+        SAMPLER=$!
+    fi
     wait "$CHILD"; rc=$?
     CHILD=""
     t1=$(date +%s%N)
+    if [ -n "$SAMPLER" ]; then
+        pkill -P "$SAMPLER" 2>/dev/null; kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null; SAMPLER=""
+    fi
     if [ "$rc" != 0 ]; then
         say "  $label #$iter exited $rc:"; tail -5 "$TMP/$label.$iter.err" >&2
     fi
     python3 "$BENCH/report.py" record "$RESULTS" "$label" "$iter" "$rc" \
         "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" \
-        "$TMP/$label.$iter.time" "$out" "$video"
-    say "  $(tail -1 "$RESULTS" | cut -f1-6,11 | tr '\t' ' ')"
+        "$TMP/$label.$iter.time" "$out" "$video" "$prog"
+    say "  $(tail -1 "$RESULTS" | cut -f1,2,4-7,12 | tr '\t' ' ')"
     rm -f "$out"
 }
 
 say "offline runs ($REPEAT each, interleaved): label iter rc user sys wall check"
 for ((n = 1; n <= REPEAT; n++)); do
-    measure worker-offline "$n" 1 "$TMP/worker-offline.flv" "${W_OFF[@]}"
-    measure ffmpeg-full "$n" 1 "$TMP/ffmpeg-full.flv" "${FF_FULL[@]}"
-    measure ffmpeg-audio "$n" 0 "$TMP/ffmpeg-audio.flv" "${FF_AUDIO[@]}"
+    measure worker-offline "$n" 1 "$PROGRAM_S" 0 "$TMP/worker-offline.flv" "${W_OFF[@]}"
+    measure worker-startup "$n" 1 1 0 "$TMP/worker-startup.flv" "${W_ST[@]}"
+    measure ffmpeg-full "$n" 1 "$PROGRAM_S" 0 "$TMP/ffmpeg-full.flv" "${FF_FULL[@]}"
+    measure ffmpeg-audio "$n" 0 "$PROGRAM_S" 0 "$TMP/ffmpeg-audio.flv" "${FF_AUDIO[@]}"
 done
 say "realtime runs ($RT_REPEAT, ${PROGRAM_S} s each)"
 for ((n = 1; n <= RT_REPEAT; n++)); do
-    measure worker-realtime "$n" 1 "$TMP/worker-realtime.flv" "${W_RT[@]}"
+    measure worker-realtime "$n" 1 "$PROGRAM_S" "$((PROGRAM_S / 2))" "$TMP/worker-realtime.flv" "${W_RT[@]}"
 done
 say "worker summary (last offline run):"
 sed 's/^/  /' "$TMP/worker-offline.$REPEAT.out" >&2
 
-python3 "$BENCH/report.py" table "$RESULTS" "$PROGRAM_S"
+if [ -s "$TMP/sample.smaps" ] && [ -s "$TMP/sample.status" ]; then
+    python3 "$BENCH/report.py" table "$RESULTS" "$PROGRAM_S" "$TMP/sample.smaps" "$TMP/sample.status"
+else
+    python3 "$BENCH/report.py" table "$RESULTS" "$PROGRAM_S"
+fi
 
-# --- optional: where the worker's time goes (callgrind, 5 s of program)
+# --- optional: where the worker's time goes. callgrind on a 1 s and a 6 s offline run; the
+# difference is 5 s of steady-state mixing with the start-up (x264 GOP, card, linking) taken out.
 if [ "$PROFILE" = 1 ]; then
     if command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null; then
-        say "profiling: valgrind --tool=callgrind, 5 s offline (takes a minute)"
-        timeout -k 5 600 valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out" \
-            "$BIN" local "$TMP/manifest.json" --output "$TMP/profile.flv" --duration 5 \
-            >"$TMP/profile.out" 2>"$TMP/profile.err" &
-        CHILD=$!; wait "$CHILD"; CHILD=""
-        if [ -s "$TMP/callgrind.out" ]; then
-            demangle() { if command -v swift >/dev/null; then swift demangle --simplified --compact 2>/dev/null || cat; else cat; fi; }
-            echo
-            echo "Hot spots, exclusive (callgrind, 5 s offline, instructions):"
-            callgrind_annotate --inclusive=no "$TMP/callgrind.out" 2>/dev/null \
-                | sed -n '/^-* *$/,$p' | grep -E '^ *[0-9,]+ ' | head -25 | demangle | cut -c1-180
-            echo
-            echo "Hot spots, inclusive (top 30):"
-            callgrind_annotate --inclusive=yes "$TMP/callgrind.out" 2>/dev/null \
-                | grep -E '^ *[0-9,]+ ' | head -30 | demangle | cut -c1-180
+        say "profiling: valgrind --tool=callgrind, 1 s and 6 s offline (about a minute)"
+        ok=1
+        for d in 1 6; do
+            timeout -k 5 600 valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.$d" \
+                "$BIN" local "$TMP/manifest.json" --output "$TMP/profile.flv" --duration "$d" \
+                >"$TMP/profile.out" 2>"$TMP/profile.$d.err" &
+            CHILD=$!; wait "$CHILD" || ok=0; CHILD=""
+            [ -s "$TMP/callgrind.$d" ] || ok=0
+        done
+        if [ "$ok" = 1 ]; then
+            for d in 1 6; do
+                callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$TMP/callgrind.$d" >"$TMP/inclusive.$d" 2>/dev/null
+                callgrind_annotate --auto=no --inclusive=no --threshold=100 "$TMP/callgrind.$d" >"$TMP/exclusive.$d" 2>/dev/null
+            done
+            python3 "$BENCH/report.py" profile "$TMP/inclusive.1" "$TMP/inclusive.6" "$TMP/exclusive.1" "$TMP/exclusive.6"
         else
-            say "profiling failed:"; tail -5 "$TMP/profile.err" >&2
+            say "profiling failed:"; tail -5 "$TMP"/profile.*.err >&2
         fi
     else
         say "profiling skipped: valgrind/callgrind_annotate not installed"

@@ -14,14 +14,24 @@ public struct BlockLevel: Sendable, Equatable {
     public var peak: Double
     public init(rms: Double, peak: Double) { self.rms = rms; self.peak = peak }
 
+    /// Runs on every source every block, so it works eight lanes at a time.
     public static func measure(_ p: UnsafePointer<Float>, count: Int) -> BlockLevel {
         guard count > 0 else { return BlockLevel(rms: 0, peak: 0) }
-        var sum: Float = 0
-        var peak: Float = 0
-        for i in 0..<count {
-            let v = p[i]
-            sum += v * v
-            peak = max(peak, abs(v))
+        var sum8 = SIMD8<Float>()
+        var peak8 = SIMD8<Float>()
+        let lanes = count / 8
+        let raw = UnsafeRawPointer(p)
+        for i in 0..<lanes {
+            // Unaligned: callers pass any offset into their buffers.
+            let x = raw.loadUnaligned(fromByteOffset: i * MemoryLayout<SIMD8<Float>>.stride, as: SIMD8<Float>.self)
+            sum8 += x * x
+            peak8 = pointwiseMax(peak8, pointwiseMax(x, -x))
+        }
+        var sum = sum8.sum()
+        var peak = peak8.max()
+        for i in (lanes * 8)..<count {
+            sum += p[i] * p[i]
+            peak = max(peak, abs(p[i]))
         }
         return BlockLevel(rms: Double((sum / Float(count)).squareRoot()), peak: Double(peak))
     }

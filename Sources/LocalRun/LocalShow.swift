@@ -86,9 +86,10 @@ public enum LocalShow {
         }
         var player: TracklistPlayer?
         if !manifest.tracks.isEmpty {
-            // handoverTimeout: an offline run waits for a track to open, so its audio never depends on timing.
+            // A local run waits for a track to open (local files open in milliseconds), in both modes:
+            // LOCAL-RUN.md promises offline and --realtime the same audio, so nothing may depend on timing.
             let p = TracklistPlayer(tracks: manifest.tracks.map { Track(title: $0.title, location: .file($0.file)) },
-                                    loop: manifest.loop, handoverTimeout: options.realtime ? 0 : 10, logger: logger)
+                                    loop: manifest.loop, handoverTimeout: 10, logger: logger)
             player = p
             inputs.append(MixInput(kind: .music, source: p))
         }
@@ -129,7 +130,7 @@ public enum LocalShow {
         }
         do {
             while programFrames < 0 ? !(player.map { $0.state == .stopped || $0.state == .failed } ?? true) : t < programFrames {
-                let frames = programFrames < 0 ? AudioFormat.blockFrames : Int(min(Int64(AudioFormat.blockFrames), programFrames - t))
+                let frames = programFrames < 0 ? AudioFormat.mixBlockFrames : Int(min(Int64(AudioFormat.mixBlockFrames), programFrames - t))
                 // Packets that have arrived by the start of this block.
                 let nowNs = t * 1_000_000_000 / Int64(AudioFormat.sampleRate)
                 for i in buffers.indices {

@@ -122,7 +122,7 @@ public final class ProgramMixer {
             f.pointee.format = AV_SAMPLE_FMT_FLT.rawValue
             f.pointee.sample_rate = Int32(AudioFormat.sampleRate)
             f.pointee.ch_layout = cff_layout_stereo()
-            f.pointee.nb_samples = Int32(AudioFormat.blockFrames)
+            f.pointee.nb_samples = Int32(AudioFormat.mixBlockFrames)
             try ffCheck(av_frame_get_buffer(f, 0), "allocate an input frame")
             inFrames.append(f)
         }
@@ -154,8 +154,9 @@ public final class ProgramMixer {
 
     /// Pulls one block from every source at program time `t`, mixes it, and hands the program
     /// (any number of frames, in order) to `output`.
-    public func mixBlock(at t: Int64, frames: Int = AudioFormat.blockFrames,
+    public func mixBlock(at t: Int64, frames: Int = AudioFormat.mixBlockFrames,
                          output: (UnsafePointer<Float>, Int) throws -> Void) throws {
+        precondition(frames > 0 && frames <= AudioFormat.mixBlockFrames, "a mix block is 1...\(AudioFormat.mixBlockFrames) frames")
         // 1. Render every source into its (reused) frame.
         var voiceActive = false
         for i in inputs.indices {

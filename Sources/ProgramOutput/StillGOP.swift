@@ -54,12 +54,14 @@ final class StillGOP {
         if globalHeader { ctx.pointee.flags |= Int32(AV_CODEC_FLAG_GLOBAL_HEADER) }
 
         var options = Muxer.dictionary([
-            "preset": "veryfast",
+            // Encoded once and repeated: ultrafast and no look-ahead keep start-up CPU and x264's
+            // memory peak small; the P-frames are all skip whatever the preset.
+            "preset": "ultrafast",
             "tune": "stillimage",
             // Constrained Baseline: what IVS's RTMP ingest to stages asks for, and plays anywhere.
             "profile": "baseline",
             "qp": String(StillGOP.pQP),
-            "x264-params": "ipratio=\(StillGOP.ipRatio):scenecut=0:open-gop=0",
+            "x264-params": "ipratio=\(StillGOP.ipRatio):scenecut=0:open-gop=0:rc-lookahead=0:sync-lookahead=0:mbtree=0",
         ])
         defer { av_dict_free(&options) }
         try ffCheck(avcodec_open2(ctx, codec, &options), "opening libx264")

@@ -39,9 +39,9 @@ func plainRouting() -> Routing {
 /// Runs `blocks` mix blocks, calling `before` ahead of each, and returns the interleaved program.
 func runMix(_ mixer: ProgramMixer, blocks: Int, before: (Int, Int64) -> Void = { _, _ in }) throws -> [Float] {
     var out: [Float] = []
-    out.reserveCapacity(blocks * AudioFormat.blockFrames * 2)
+    out.reserveCapacity(blocks * AudioFormat.mixBlockFrames * 2)
     for b in 0..<blocks {
-        let t = Int64(b * AudioFormat.blockFrames)
+        let t = Int64(b * AudioFormat.mixBlockFrames)
         before(b, t)
         try mixer.mixBlock(at: t) { p, n in out.append(contentsOf: UnsafeBufferPointer(start: p, count: n * 2)) }
     }
@@ -65,7 +65,7 @@ func runMix(_ mixer: ProgramMixer, blocks: Int, before: (Int, Int64) -> Void = {
         ]
         let mixer = try ProgramMixer(inputs: inputs, routing: r)
         let out = Analysis.left(try runMix(mixer, blocks: 100))
-        #expect(out.count == 100 * AudioFormat.blockFrames)
+        #expect(out.count == 100 * AudioFormat.mixBlockFrames)
         let window = out[4800..<43200]
         let expected: [(Double, Double)] = [(350, 0.5 * 0.9), (550, 0.8 * 0.5 * 0.9), (950, 0.8 * 0.9), (1500, 0.3 * 0.9)]
         for (f, g) in expected {
@@ -83,7 +83,7 @@ func runMix(_ mixer: ProgramMixer, blocks: Int, before: (Int, Int64) -> Void = {
         let out = Analysis.left(try runMix(mixer, blocks: 100) { b, _ in
             if b == changeBlock { r.hostVolume = 20; mixer.apply(r) }
         })
-        let t0 = changeBlock * AudioFormat.blockFrames
+        let t0 = changeBlock * AudioFormat.mixBlockFrames
         let rampFrames = Int(mixer.tuning.rampMs) * 48
         #expect(abs(out[t0 - 1] - dc) < 1e-5)
         #expect(abs(out[t0 + rampFrames + 1] - dc * 0.2) < 1e-5, "new level reached at the end of the ramp")
@@ -106,7 +106,8 @@ func runMix(_ mixer: ProgramMixer, blocks: Int, before: (Int, Int64) -> Void = {
         for i in 1..<out.count { worst = max(worst, Double(abs(out[i] - out[i - 1]))) }
         #expect(worst <= 0.5 / rampFrames * 1.01 + 1e-6)
         #expect(abs(out[out.count - 1] - 0.5) < 1e-5)
-        #expect(out[21 * 480] < 0.5 && out[21 * 480] > 0.3, "mid-ramp value when reversed")
+        let reversedAt = 21 * AudioFormat.mixBlockFrames
+        #expect(out[reversedAt] < 0.5 && out[reversedAt] > 0.1, "mid-ramp value when reversed: \(out[reversedAt])")
     }
 
     @Test func limiterHoldsAHotInputUnderTheCeiling() throws {
