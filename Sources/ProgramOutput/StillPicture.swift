@@ -66,6 +66,11 @@ enum StillPicture {
         let (sinA, cosA) = (sin(arcAngle), cos(arcAngle))
         let markExtent = 0.26 * s
         let glowRadius = 0.3 * s
+        // Drawn once per show, but 1280x720 of it is start-up time: no pow/exp/sqrt where they add nothing.
+        let invHalfDiagonal2 = 1 / (halfDiagonal * halfDiagonal)
+        let invGlow2 = 1 / (glowRadius * glowRadius)
+        let glowReach2 = 9 * glowRadius * glowRadius  // beyond 3 radii the glow is under 0.002 of a level
+        let markExtent2 = markExtent * markExtent
 
         image.pixels.withUnsafeMutableBufferPointer { px in
             for y in 0..<height {
@@ -73,19 +78,20 @@ enum StillPicture {
                 for x in 0..<width {
                     let fx = Double(x) + 0.5
                     let dx = fx - cx, dy = fy - cy
-                    let r = (dx * dx + dy * dy).squareRoot()
+                    let r2 = dx * dx + dy * dy
                     // Gradient along the diagonal, darkened towards the corners.
                     let t = min(1, max(0, 0.35 * fx / w + 0.65 * fy / h))
-                    let vignette = 1 - 0.45 * pow(r / halfDiagonal, 2)
+                    let vignette = 1 - 0.45 * r2 * invHalfDiagonal2
                     var c = (
                         (top.0 + (bottom.0 - top.0) * t) * vignette,
                         (top.1 + (bottom.1 - top.1) * t) * vignette,
                         (top.2 + (bottom.2 - top.2) * t) * vignette)
-                    if drawMark {
+                    if drawMark && r2 < glowReach2 {
                         // A faint warm glow behind the mark.
-                        let glow = 0.16 * exp(-pow(r / glowRadius, 2))
+                        let glow = 0.16 * exp(-r2 * invGlow2)
                         c = (c.0 + (accent.0 - c.0) * glow, c.1 + (accent.1 - c.1) * glow, c.2 + (accent.2 - c.2) * glow)
-                        if r < markExtent {
+                        if r2 < markExtent2 {
+                            let r = r2.squareRoot()
                             // Arcs: distance to an arc with round caps, on the folded (|dx|, |dy|) plane.
                             let ax = abs(dx), ay = abs(dy)
                             for (i, radius) in arcRadii.enumerated() {
@@ -120,7 +126,7 @@ enum StillPicture {
         (a.0 + (b.0 - a.0) * k, a.1 + (b.1 - a.1) * k, a.2 + (b.2 - a.2) * k)
     }
 
-    private static func clampByte(_ v: Double) -> UInt8 { UInt8(min(255, max(0, v.rounded()))) }
+    private static func clampByte(_ v: Double) -> UInt8 { UInt8(min(255, max(0, v + 0.5))) }
 
     // MARK: Conversion to the encoder's format
 
