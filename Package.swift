@@ -33,7 +33,8 @@ let package = Package(
         .target(name: "Routing"),
         .target(name: "Mixer", dependencies: ["CFFmpeg", "FFmpegSupport", "AudioCore", "Routing"]),
         .target(name: "ProgramOutput", dependencies: ["CFFmpeg", "FFmpegSupport", "AudioCore"]),
-        .target(name: "LocalRun", dependencies: ["PacketCapture", "RTP", "OpusCodec", "JitterBuffer", "Tracklist", "Routing",
+        .target(name: "ShowControl", dependencies: ["Routing", "Tracklist"]),
+        .target(name: "LocalRun", dependencies: ["ShowControl", "PacketCapture", "RTP", "OpusCodec", "JitterBuffer", "Tracklist", "Routing",
                                                  "Mixer", "ProgramOutput", "AudioCore",
                                                  .product(name: "Logging", package: "swift-log")]),
 
@@ -41,7 +42,7 @@ let package = Package(
         .target(name: "HTTPClient", dependencies: ["CCurl"]),
         .target(name: "AWSCore", dependencies: ["HTTPClient", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
         .target(name: "DynamoDB", dependencies: ["AWSCore", "HTTPClient"]),
-        .target(name: "ControlPlane", dependencies: ["AWSCore", "DynamoDB", "HTTPClient", "Routing", "Tracklist", "AudioCore",
+        .target(name: "ControlPlane", dependencies: ["AWSCore", "DynamoDB", "HTTPClient", "Routing", "Tracklist", "AudioCore", "ShowControl",
                                                      .product(name: "Logging", package: "swift-log")]),
 
         // WebRTC receive stack, one protocol a module
@@ -60,7 +61,7 @@ let package = Package(
         .testTarget(name: "ShelcasterTests", dependencies: [
             "AudioCore", "PacketCapture", "RTP", "OpusCodec", "JitterBuffer", "Tracklist", "Routing",
             "Mixer", "ProgramOutput", "LocalRun", "FFmpegSupport",
-            "HTTPClient", "AWSCore", "DynamoDB", "ControlPlane", "SDP", "STUN", "ICE", "DTLS", "SRTP",
+            "ShowControl", "HTTPClient", "AWSCore", "DynamoDB", "ControlPlane", "SDP", "STUN", "ICE", "DTLS", "SRTP",
         ]),
     ],
     swiftLanguageModes: [.v6]

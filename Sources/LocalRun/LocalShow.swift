@@ -6,6 +6,7 @@ import Mixer
 import OpusCodec
 import ProgramOutput
 import Routing
+import ShowControl
 import Tracklist
 
 /// What `local` was asked to do.
@@ -16,7 +17,21 @@ public struct LocalRunOptions: Sendable {
     /// Seconds of program; nil = until the last recorded packet (or the tracklist's end).
     public var duration: Double?
     public var caFile: String?
+    /// Who steers the show besides the manifest (the DynamoDB control plane); nil for a pure local run.
+    public var control: (any ShowControl)?
+    /// A tracklist from the control plane, replacing the manifest's.
+    public var tracklist: TracklistSource?
     public init(manifestPath: String, output: String) { self.manifestPath = manifestPath; self.output = output }
+}
+
+/// A tracklist handed in from outside the manifest, with how to fetch its files.
+public struct TracklistSource: Sendable {
+    public var tracks: [Track]
+    public var loop: Bool
+    public var resolver: any TrackFileResolver
+    public init(tracks: [Track], loop: Bool, resolver: any TrackFileResolver) {
+        self.tracks = tracks; self.loop = loop; self.resolver = resolver
+    }
 }
 
 /// A failure of the local run, with the exit code LOCAL-RUN.md assigns it.
@@ -45,6 +60,8 @@ public struct LocalRunReport: Sendable {
     public var wallSeconds: Double
     public var clippedSamples: Int
     public var outputStats: OutputStats
+    /// Why the run ended before its program length, when the control plane ended it.
+    public var stoppedBecause: String?
     public var programSeconds: Double { Double(programFrames) / Double(AudioFormat.sampleRate) }
 }
 
@@ -65,12 +82,16 @@ public enum LocalShow {
         let target: OutputTarget
         do { target = try OutputTarget.parse(options.output) } catch { throw .input("--output: \(error)") }
 
+        let tracklist = options.tracklist ?? TracklistSource(
+            tracks: manifest.tracks.map { Track(title: $0.title, location: .file($0.file)) }, loop: manifest.loop,
+            resolver: LocalFileResolver())
+
         let programFrames: Int64
         if let d = options.duration {
             programFrames = Int64((d * Double(AudioFormat.sampleRate)).rounded())
         } else if let end = streams.compactMap({ $0.packets.last }).map({ lastFrameEndNs($0) }).max() {
             programFrames = end * Int64(AudioFormat.sampleRate) / 1_000_000_000
-        } else if !manifest.loop, !manifest.tracks.isEmpty {
+        } else if !tracklist.loop, !tracklist.tracks.isEmpty {
             programFrames = -1  // until the tracklist ends
         } else {
             throw .input("\(manifest.path): nothing bounds the program (no captures and a looping tracklist): give --duration")
@@ -79,17 +100,21 @@ public enum LocalShow {
         // Sources.
         var inputs: [MixInput] = []
         var buffers: [(stream: RecordedStream, buffer: JitterBuffer)] = []
-        for s in streams where s.capture.role != .virtualParticipant {
+        for var s in streams {
+            // DATA-MODEL.md: the participants table's role wins over the recording's.
+            if let role = options.control?.role(participantId: s.capture.participantId) { s.capture.role = role }
+            guard s.capture.role != .virtualParticipant else { continue }
             let jb = JitterBuffer(label: s.capture.participantId)
             buffers.append((s, jb))
             inputs.append(MixInput(kind: .voice(role: s.capture.role, participantId: s.capture.participantId, userId: s.capture.userId), source: jb))
         }
         var player: TracklistPlayer?
-        if !manifest.tracks.isEmpty {
+        if !tracklist.tracks.isEmpty {
             // A local run waits for a track to open (local files open in milliseconds), in both modes:
             // LOCAL-RUN.md promises offline and --realtime the same audio, so nothing may depend on timing.
-            let p = TracklistPlayer(tracks: manifest.tracks.map { Track(title: $0.title, location: .file($0.file)) },
-                                    loop: manifest.loop, handoverTimeout: 10, logger: logger)
+            // Remote tracks are prefetched while the previous one plays; a late one gives silence, not a stall.
+            let p = TracklistPlayer(tracks: tracklist.tracks, loop: tracklist.loop, resolver: tracklist.resolver,
+                                    handoverTimeout: options.tracklist == nil ? 10 : 0, logger: logger)
             player = p
             inputs.append(MixInput(kind: .music, source: p))
         }
@@ -123,6 +148,32 @@ public enum LocalShow {
         var nextPacket = Array(repeating: 0, count: buffers.count)
         var skipSeq = routing.tracklist.skipSeq
         var t: Int64 = 0
+        var nextStatus: Int64 = 0
+        var stoppedBecause: String?
+        func apply(_ new: Routing) {
+            routing = new
+            mixer.apply(new)
+            guard let player else { return }
+            if new.tracklist.state == .paused { player.pause() } else { player.play() }
+            // skipSeq counts skips; a lower value (a reset item) is taken as the new baseline.
+            if new.tracklist.skipSeq < skipSeq { skipSeq = new.tracklist.skipSeq }
+            while skipSeq < new.tracklist.skipSeq { player.skip(); skipSeq += 1 }
+        }
+        func status(at t: Int64) -> ShowStatus {
+            let voices = buffers.enumerated().map { i, b in
+                let c = b.stream.capture, st = b.buffer.stats
+                return VoiceStatus(participantId: c.participantId, userId: c.userId, role: c.role,
+                                   onAir: routing.isOnAir(role: c.role, participantId: c.participantId, userId: c.userId),
+                                   levelDbfs: mixer.sourceMeters[i].dbfsValue, packets: st.received, lost: st.lost,
+                                   concealedMs: Double(st.concealedFrames) / 48, jitterTargetMs: st.targetDelayMs)
+            }
+            let out = sink.stats
+            return ShowStatus(programSeconds: Double(t) / Double(AudioFormat.sampleRate),
+                              uptimeSeconds: Double(MixClock.monotonicNs() - wallStart) / 1e9, voices: voices,
+                              masterLevelDbfs: mixer.programMeter.dbfsValue, clipping: mixer.clippedSamples > 0,
+                              currentTrack: player?.currentTrack, outputState: .connected, outputDownSeconds: 0,
+                              outputKbps: out.kbps)
+        }
         var outputFrames: Int64 = 0
         let write: (UnsafePointer<Float>, Int) throws -> Void = { p, n in
             try sink.write(p, frames: n)
@@ -143,18 +194,21 @@ public enum LocalShow {
                         nextPacket[i] += 1
                     }
                 }
-                // Routing changes due by now.
+                // Routing changes due by now: the manifest's, then the control plane's newest.
                 while nextChange < manifest.routingChanges.count,
                       AudioFormat.frames(milliseconds: manifest.routingChanges[nextChange].atMs) <= t {
                     // Validated at load, so this cannot fail.
-                    routing = (try? routing.merging(manifest.routingChanges[nextChange].patch, strictness: .strict).0) ?? routing
-                    mixer.apply(routing)
-                    if let player {
-                        if routing.tracklist.state == .paused { player.pause() } else { player.play() }
-                        while skipSeq < routing.tracklist.skipSeq { player.skip(); skipSeq += 1 }
-                    }
+                    apply((try? routing.merging(manifest.routingChanges[nextChange].patch, strictness: .strict).0) ?? routing)
                     logger.info("routing change applied", metadata: ["atMs": .stringConvertible(manifest.routingChanges[nextChange].atMs)])
                     nextChange += 1
+                }
+                if let control = options.control {
+                    if let update = control.takeRoutingUpdate() { apply(update) }
+                    if let reason = control.stopReason { stoppedBecause = reason; break }
+                    if t >= nextStatus {
+                        control.publish(status(at: t))
+                        nextStatus += Int64(AudioFormat.sampleRate)
+                    }
                 }
                 clock.wait(untilProgramFrame: t)
                 try mixer.mixBlock(at: t, frames: frames, output: write)
@@ -172,7 +226,7 @@ public enum LocalShow {
                                               packets: $0.stream.packets.count, stats: $0.buffer.stats) },
             tracksStarted: player?.stats.tracksStarted ?? 0, tracksFailed: player?.stats.tracksFailed ?? 0,
             wallSeconds: Double(MixClock.monotonicNs() - wallStart) / 1e9,
-            clippedSamples: mixer.clippedSamples, outputStats: sink.stats)
+            clippedSamples: mixer.clippedSamples, outputStats: sink.stats, stoppedBecause: stoppedBecause)
     }
 
     /// The end of a packet's audio: its arrival plus the duration its Opus frame carries (20 ms if unknown).
