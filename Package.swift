@@ -51,9 +51,17 @@ let package = Package(
         .target(name: "ICE", dependencies: ["STUN", "RTP", .product(name: "Logging", package: "swift-log")]),
         .target(name: "DTLS", dependencies: ["COpenSSL"]),
         .target(name: "SRTP", dependencies: ["CSRTP"]),
+        // One subscription's media path: ICE + DTLS + SRTP + RTCP → decrypted RTP.
+        .target(name: "StageMedia", dependencies: ["ICE", "DTLS", "SRTP", "SDP", "STUN", "RTP",
+                                                   .product(name: "Logging", package: "swift-log")]),
+        // The stage: events WebSocket, WHIP subscribe, one subscription per publisher, the live mix.
+        .target(name: "StageClient", dependencies: ["StageMedia", "HTTPClient", "COpenSSL", "SDP", "RTP", "JitterBuffer",
+                                                    "Mixer", "ProgramOutput", "Routing", "ShowControl", "AudioCore",
+                                                    "PacketCapture", "FFmpegSupport",
+                                                    .product(name: "Logging", package: "swift-log")]),
 
         .executableTarget(name: "ShelcasterComposer", dependencies: [
-            "LocalRun", "AudioCore", "FFmpegSupport",
+            "LocalRun", "AudioCore", "FFmpegSupport", "StageClient", "ControlPlane", "ShowControl", "Routing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -62,6 +70,7 @@ let package = Package(
             "AudioCore", "PacketCapture", "RTP", "OpusCodec", "JitterBuffer", "Tracklist", "Routing",
             "Mixer", "ProgramOutput", "LocalRun", "FFmpegSupport",
             "ShowControl", "HTTPClient", "AWSCore", "DynamoDB", "ControlPlane", "SDP", "STUN", "ICE", "DTLS", "SRTP",
+            "StageMedia", "StageClient",
         ]),
     ],
     swiftLanguageModes: [.v6]
