@@ -10,7 +10,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
     ],
     targets: [
         // C shims
@@ -23,7 +23,9 @@ let package = Package(
 
         // Media pipeline
         .target(name: "AudioCore"),
-        .target(name: "FFmpegSupport", dependencies: ["CFFmpeg"]),
+        // Secret values that must never reach a message: one registry for the whole process.
+        .target(name: "Redaction"),
+        .target(name: "FFmpegSupport", dependencies: ["CFFmpeg", "Redaction"]),
         .target(name: "PacketCapture"),
         .target(name: "RTP"),
         .target(name: "OpusCodec", dependencies: ["COpus", "AudioCore"]),
@@ -39,7 +41,7 @@ let package = Package(
                                                  .product(name: "Logging", package: "swift-log")]),
 
         // Control plane (AWS over libcurl)
-        .target(name: "HTTPClient", dependencies: ["CCurl"]),
+        .target(name: "HTTPClient", dependencies: ["CCurl", "Redaction"]),
         .target(name: "AWSCore", dependencies: ["HTTPClient", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
         .target(name: "DynamoDB", dependencies: ["AWSCore", "HTTPClient"]),
         .target(name: "ControlPlane", dependencies: ["AWSCore", "DynamoDB", "HTTPClient", "Routing", "Tracklist", "AudioCore", "ShowControl",
@@ -60,8 +62,12 @@ let package = Package(
                                                     "PacketCapture", "FFmpegSupport",
                                                     .product(name: "Logging", package: "swift-log")]),
 
+        // The worker's own services: health endpoints, log format.
+        .target(name: "HealthServer", dependencies: ["ShowControl", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "WorkerLogging", dependencies: ["Redaction", .product(name: "Logging", package: "swift-log")]),
+
         .executableTarget(name: "ShelcasterComposer", dependencies: [
-            "LocalRun", "AudioCore", "FFmpegSupport", "StageClient", "ControlPlane", "ShowControl", "Routing",
+            "LocalRun", "AudioCore", "FFmpegSupport", "HealthServer", "WorkerLogging", "Redaction", "StageClient", "ControlPlane", "ShowControl", "Routing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -70,7 +76,7 @@ let package = Package(
             "AudioCore", "PacketCapture", "RTP", "OpusCodec", "JitterBuffer", "Tracklist", "Routing",
             "Mixer", "ProgramOutput", "LocalRun", "FFmpegSupport",
             "ShowControl", "HTTPClient", "AWSCore", "DynamoDB", "ControlPlane", "SDP", "STUN", "ICE", "DTLS", "SRTP",
-            "StageMedia", "StageClient",
+            "StageMedia", "StageClient", "HealthServer", "WorkerLogging", "Redaction",
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,6 +1,6 @@
 import CFFmpeg
 import Foundation
-import Synchronization
+import Redaction
 
 /// FFmpeg's own log lines, kept to real problems and scrubbed of secrets.
 ///
@@ -8,23 +8,14 @@ import Synchronization
 /// stream name, which is the stream key. Every line therefore passes through one callback that
 /// replaces each registered secret before anything reaches stderr.
 public enum FFmpegLog {
-    private static let secrets = Mutex<[String]>([])
-
     /// Errors only, through the redacting callback. Call once at start-up.
     public static func quiet() {
         cff_set_log_level(AV_LOG_ERROR)
         av_log_set_callback(ffmpegLogCallback)
     }
 
-    /// Registers a value that must never be printed (stream keys, tokens).
-    public static func redact(_ secret: String) {
-        guard secret.count >= 4 else { return }  // a tiny "secret" would blank ordinary words
-        secrets.withLock { if !$0.contains(secret) { $0.append(secret) } }
-    }
-
-    static func scrub(_ line: String) -> String {
-        secrets.withLock { list in list.reduce(line) { $0.replacingOccurrences(of: $1, with: "***") } }
-    }
+    /// Registers a value that must never be printed (stream keys, tokens), process-wide.
+    public static func redact(_ secret: String) { Secrets.register(secret) }
 }
 
 private func ffmpegLogCallback(_ context: UnsafeMutableRawPointer?, _ level: Int32,
@@ -35,5 +26,5 @@ private func ffmpegLogCallback(_ context: UnsafeMutableRawPointer?, _ level: Int
     let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         .trimmingCharacters(in: .newlines)
     guard !text.isEmpty else { return }
-    FileHandle.standardError.write(Data("ffmpeg: \(FFmpegLog.scrub(text))\n".utf8))
+    FileHandle.standardError.write(Data("ffmpeg: \(Secrets.redact(text))\n".utf8))
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LocalRun
 import Logging
+import WorkerLogging
 
 @main
 struct Composer: ParsableCommand {
@@ -38,14 +39,9 @@ struct CommandFailure: Error {
 }
 
 enum Logs {
-    /// Text lines on stderr, so stdout stays for the run's summary. LOG_LEVEL sets the level.
+    /// Text lines on stderr by default, so stdout stays for the run's summary (LOG_FORMAT=json to change).
     static func bootstrap() -> Logger {
-        let level = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0.lowercased()) } ?? .info
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
+        WorkerLogging.bootstrap(defaultFormat: .text)
         return Logger(label: "shelcaster-composer")
     }
 }
