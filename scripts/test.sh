@@ -6,5 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 swift test "$@"
-# The local stage stand-in (stage/) has its own tests: it is a peer the Swift tests rely on.
-python3 -m pytest -q -p no:cacheprovider stage/test_localstage.py
+# The release binary as the image builds it, for the deployment checks.
+swift build -c release --static-swift-stdlib --product shelcaster-composer
+export SHELCASTER_RELEASE_BINARY="$(swift build -c release --static-swift-stdlib --show-bin-path)/shelcaster-composer"
+# The local stage stand-in (stage/) is a peer the Swift tests rely on: its own tests, then the
+# deployment checks (task definition against the ECS model, image libraries against the binary).
+python3 -m pytest -q -p no:cacheprovider stage/test_localstage.py deploy/test_deploy.py
