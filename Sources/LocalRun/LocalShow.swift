@@ -140,6 +140,11 @@ public enum LocalShow {
         ])
 
         // The loop: one mix block per step of the one clock.
+        // The first track opens before program time starts, so music begins on the first block even
+        // when later tracks are fetched while the show runs.
+        if let player, !player.prepare(timeout: 30) {
+            logger.warning("the first track is not ready; music starts when it is")
+        }
         var clock = MixClock(realtime: options.realtime)
         let wallStart = MixClock.monotonicNs()
         clock.start()
