@@ -11,6 +11,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C shims
@@ -57,7 +58,7 @@ let package = Package(
         .target(name: "StageMedia", dependencies: ["ICE", "DTLS", "SRTP", "SDP", "STUN", "RTP",
                                                    .product(name: "Logging", package: "swift-log")]),
         // The stage: events WebSocket, WHIP subscribe, one subscription per publisher, the live mix.
-        .target(name: "StageClient", dependencies: ["StageMedia", "HTTPClient", "COpenSSL", "SDP", "RTP", "JitterBuffer",
+        .target(name: "StageClient", dependencies: ["StageMedia", "HTTPClient", "COpenSSL", "SDP", "RTP", "JitterBuffer", "Tracklist",
                                                     "Mixer", "ProgramOutput", "Routing", "ShowControl", "AudioCore",
                                                     "PacketCapture", "FFmpegSupport",
                                                     .product(name: "Logging", package: "swift-log")]),
@@ -66,7 +67,14 @@ let package = Package(
         .target(name: "HealthServer", dependencies: ["ShowControl", .product(name: "Logging", package: "swift-log")]),
         .target(name: "WorkerLogging", dependencies: ["Redaction", .product(name: "Logging", package: "swift-log")]),
 
+        // `run`: the ECS task, its Services in one ServiceGroup.
+        .target(name: "Worker", dependencies: ["ControlPlane", "StageClient", "HealthServer", "ShowControl", "AWSCore",
+                                               "ProgramOutput", "Redaction", "Tracklist",
+                                               .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                                               .product(name: "Logging", package: "swift-log")]),
+
         .executableTarget(name: "ShelcasterComposer", dependencies: [
+            "Worker",
             "LocalRun", "AudioCore", "FFmpegSupport", "HealthServer", "WorkerLogging", "Redaction", "StageClient", "ControlPlane", "ShowControl", "Routing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -76,7 +84,7 @@ let package = Package(
             "AudioCore", "PacketCapture", "RTP", "OpusCodec", "JitterBuffer", "Tracklist", "Routing",
             "Mixer", "ProgramOutput", "LocalRun", "FFmpegSupport",
             "ShowControl", "HTTPClient", "AWSCore", "DynamoDB", "ControlPlane", "SDP", "STUN", "ICE", "DTLS", "SRTP",
-            "StageMedia", "StageClient", "HealthServer", "WorkerLogging", "Redaction",
+            "StageMedia", "StageClient", "HealthServer", "WorkerLogging", "Redaction", "Worker",
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
-swift test "$@"
+# One test at a time: many tests run real peers and measure time, levels, file descriptors and
+# memory; run side by side on 2 cores they disturb each other's figures.
+swift test --no-parallel "$@"
 # The release binary as the image builds it, for the deployment checks.
 swift build -c release --static-swift-stdlib --product shelcaster-composer
 export SHELCASTER_RELEASE_BINARY="$(swift build -c release --static-swift-stdlib --show-bin-path)/shelcaster-composer"

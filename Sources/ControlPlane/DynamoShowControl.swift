@@ -35,6 +35,8 @@ public final class DynamoShowControl: ShowControl, @unchecked Sendable {
 
     public let config: ControlPlaneConfig
     public let show: ShowRecord?
+    /// How long the output may be down before the task reports DEGRADED.
+    public static let degradedAfterSeconds = 30.0
     private let quick: DynamoDBClient
     private let retrying: DynamoDBClient
     private let logger: Logger
@@ -326,7 +328,10 @@ public final class DynamoShowControl: ShowControl, @unchecked Sendable {
         if isStopping {
             state = .stopping
         } else if let status {
-            state = status.outputState == .reconnecting || status.outputState == .down ? .degraded : .running
+            // A short ingest outage is normal on the internet; DEGRADED means the audience has lost
+            // the show for a while (issue: after 30 s down), and clears when the output returns.
+            state = status.outputState != .connected && status.outputDownSeconds >= DynamoShowControl.degradedAfterSeconds
+                ? .degraded : .running
         } else {
             state = .starting
         }

@@ -24,15 +24,6 @@ public struct LocalRunOptions: Sendable {
     public init(manifestPath: String, output: String) { self.manifestPath = manifestPath; self.output = output }
 }
 
-/// A tracklist handed in from outside the manifest, with how to fetch its files.
-public struct TracklistSource: Sendable {
-    public var tracks: [Track]
-    public var loop: Bool
-    public var resolver: any TrackFileResolver
-    public init(tracks: [Track], loop: Bool, resolver: any TrackFileResolver) {
-        self.tracks = tracks; self.loop = loop; self.resolver = resolver
-    }
-}
 
 /// A failure of the local run, with the exit code LOCAL-RUN.md assigns it.
 public struct LocalRunError: Error, CustomStringConvertible, Sendable {

@@ -119,7 +119,7 @@ final class FLVSink: ProgramSink {
         planePointers.deallocate()
     }
 
-    private static func openAudioEncoder(_ options: OutputOptions, globalHeader: Bool) throws
+    static func openAudioEncoder(_ options: OutputOptions, globalHeader: Bool) throws
         -> UnsafeMutablePointer<AVCodecContext>
     {
         guard let codec = avcodec_find_encoder_by_name("aac") else { throw ProgramOutputError.unavailable("the aac encoder") }

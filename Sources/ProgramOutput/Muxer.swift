@@ -24,6 +24,8 @@ final class Muxer {
     private var headerWritten = false
     private var closed = false
     private var finalBytes: Int64 = 0
+    /// The AVERROR of a failed `open` (connect, TLS or RTMP handshake), for telling transient failures apart.
+    private(set) var openError: Int32 = 0
 
     init(format: String, destination: Destination) throws {
         self.destination = destination
@@ -73,7 +75,9 @@ final class Muxer {
     /// For `rtmps://` the TLS layer gets `tls_verify=1` (and `ca_file`): FFmpeg 5.1's rtmp protocol
     /// hands its options dictionary to the `tls` URL it opens, whose private options consume them.
     /// An option still in the dictionary after a successful open was not applied, which we refuse.
-    func open(caFile: String?, ioTimeoutSeconds: Double, muxerOptions: [String: String]) throws {
+    /// `interrupt`, when given, can abort a blocking connect or write (FFmpeg then returns AVERROR_EXIT).
+    func open(caFile: String?, ioTimeoutSeconds: Double, muxerOptions: [String: String],
+              interrupt: AVIOInterruptCB? = nil) throws {
         let url: String
         var ioOptions: [String: String] = [:]
         var secure = false
@@ -96,8 +100,14 @@ final class Muxer {
         }
         var dict = Muxer.dictionary(ioOptions)
         defer { av_dict_free(&dict) }
-        let r = avio_open2(&context.pointee.pb, url, AVIO_FLAG_WRITE, nil, &dict)
+        // avio_open2 copies the callback into every URLContext it opens.
+        var callback = interrupt ?? AVIOInterruptCB(callback: nil, opaque: nil)
+        if let interrupt { context.pointee.interrupt_callback = interrupt }
+        let r = withUnsafePointer(to: &callback) {
+            avio_open2(&context.pointee.pb, url, AVIO_FLAG_WRITE, interrupt == nil ? nil : $0, &dict)
+        }
         if r < 0 {
+            openError = r
             let reason = FFmpegError.text(r)
             switch destination {
             case .file: throw ProgramOutputError.outputNotWritable(label, reason: reason)

@@ -11,6 +11,16 @@ public protocol ProgramSink: AnyObject {
     /// Flushes the encoders, writes the trailer and closes the output. Calling it again does nothing.
     func finish() throws
     var stats: OutputStats { get }
+    /// The connection as the control plane reports it (`outputState`, `outputDownSeconds`, ...).
+    /// Files and non-reconnecting streams are always `.connected` while they work.
+    var health: OutputHealth { get }
+}
+
+extension ProgramSink {
+    public var health: OutputHealth {
+        let s = stats
+        return OutputHealth(state: .connected, bytesWritten: s.bytesWritten, kbps: s.kbps)
+    }
 }
 
 public struct OutputStats: Sendable, Equatable {
@@ -55,10 +65,17 @@ public struct OutputOptions: Sendable, Equatable {
     public var aacCoder: String
     /// A stream that cannot connect or accept data for this long fails instead of hanging.
     public var ioTimeoutSeconds: Double
+    /// Streams only: survive ingest drops (`ReconnectingSink`) instead of failing on the first error.
+    public var reconnect: Bool
+    /// Backoff, queue and thresholds of a reconnecting stream.
+    public var reconnectPolicy: ReconnectPolicy
 
     public init(artworkPath: String? = nil, caFile: String? = nil, audioBitrate: Int = 128_000,
                 videoSize: VideoSize? = nil, frameRate: Int = 30, gopSeconds: Int = 2,
-                aacCoder: String = "fast", ioTimeoutSeconds: Double = 10) {
+                aacCoder: String = "fast", ioTimeoutSeconds: Double = 10,
+                reconnect: Bool = false, reconnectPolicy: ReconnectPolicy = ReconnectPolicy()) {
+        self.reconnect = reconnect
+        self.reconnectPolicy = reconnectPolicy
         self.artworkPath = artworkPath
         self.caFile = caFile
         self.audioBitrate = audioBitrate
@@ -76,6 +93,7 @@ public struct OutputOptions: Sendable, Equatable {
         guard (1...10).contains(gopSeconds) else { throw bad("gopSeconds \(gopSeconds) is outside 1...10") }
         guard ["fast", "twoloop", "anmr"].contains(aacCoder) else { throw bad("aacCoder \"\(aacCoder)\" is not fast, twoloop or anmr") }
         guard ioTimeoutSeconds > 0, ioTimeoutSeconds <= 600 else { throw bad("ioTimeoutSeconds \(ioTimeoutSeconds) is outside (0, 600]") }
+        try reconnectPolicy.validate()
         if let size = videoSize {
             guard (16...4096).contains(size.width), (16...4096).contains(size.height),
                   size.width % 2 == 0, size.height % 2 == 0
@@ -102,6 +120,7 @@ public func makeSink(_ target: OutputTarget, options: OutputOptions = OutputOpti
             return try FLVSink(destination: .file(path), options: options)
         case .stream(let url):
             _ = try StreamURL(url)
+            if options.reconnect { return try ReconnectingSink(url: url, options: options) }
             return try FLVSink(destination: .stream(url), options: options)
         }
     } catch let error as ProgramOutputError {

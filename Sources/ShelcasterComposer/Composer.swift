@@ -9,7 +9,7 @@ struct Composer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shelcaster-composer",
         abstract: "Shelcaster composition worker: mixes a live show into one program stream.",
-        subcommands: [LocalCommand.self, JoinCommand.self, HealthcheckCommand.self],
+        subcommands: [LocalCommand.self, JoinCommand.self, RunCommand.self, HealthcheckCommand.self],
         defaultSubcommand: LocalCommand.self
     )
 

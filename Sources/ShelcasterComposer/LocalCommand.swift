@@ -3,6 +3,7 @@ import ControlPlane
 import Foundation
 import FFmpegSupport
 import LocalRun
+import ShowControl
 import Logging
 import Redaction
 

@@ -38,12 +38,16 @@ public struct ShowStatus: Sendable, Equatable {
     public var outputState: OutputState
     public var outputDownSeconds: Double
     public var outputKbps: Double
+    public var outputReconnects: Int
+    /// The stage's events connection is up (always true for a recorded show).
+    public var stageConnected: Bool
     public init(programSeconds: Double, uptimeSeconds: Double, voices: [VoiceStatus], masterLevelDbfs: Double,
                 clipping: Bool, currentTrack: TrackStatus?, outputState: OutputState, outputDownSeconds: Double,
-                outputKbps: Double) {
+                outputKbps: Double, outputReconnects: Int = 0, stageConnected: Bool = true) {
         self.programSeconds = programSeconds; self.uptimeSeconds = uptimeSeconds; self.voices = voices
         self.masterLevelDbfs = masterLevelDbfs; self.clipping = clipping; self.currentTrack = currentTrack
         self.outputState = outputState; self.outputDownSeconds = outputDownSeconds; self.outputKbps = outputKbps
+        self.outputReconnects = outputReconnects; self.stageConnected = stageConnected
     }
     public var onAirCount: Int { voices.filter(\.onAir).count }
 }
@@ -60,4 +64,14 @@ public protocol ShowControl: AnyObject, Sendable {
     func publish(_ status: ShowStatus)
     /// Set when the show must end (fenced out by another task, asked to stop); the loop ends cleanly.
     var stopReason: String? { get }
+}
+
+/// A tracklist from the control plane (or any source other than a manifest), with how to fetch its files.
+public struct TracklistSource: Sendable {
+    public var tracks: [Track]
+    public var loop: Bool
+    public var resolver: any TrackFileResolver
+    public init(tracks: [Track], loop: Bool, resolver: any TrackFileResolver) {
+        self.tracks = tracks; self.loop = loop; self.resolver = resolver
+    }
 }

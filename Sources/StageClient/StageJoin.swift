@@ -7,6 +7,7 @@ import Mixer
 import ProgramOutput
 import Routing
 import ShowControl
+import Tracklist
 
 /// What `join` was asked to do.
 public struct StageJoinOptions: Sendable {
@@ -30,6 +31,10 @@ public struct StageJoinOptions: Sendable {
     public var stop: StopSignal?
     public var tuning = SubscriptionTuning()
     public var events = StageEventsConnection.Options()
+    /// Music under the voices (`run` plays the show's tracklist from S3); `join` has none.
+    public var tracklist: TracklistSource?
+    /// Keep the stream live through ingest outages (`run`): reconnect with backoff, never block the mix.
+    public var reconnectingOutput = false
     /// nil: `StageMedia.PeerConnection`.
     public var peerFactory: StagePeerFactory?
 
@@ -115,15 +120,22 @@ public enum StageJoin {
 
         let slotCount = max(1, min(64, options.voiceSlots))
         let slotSources = (0..<slotCount).map { _ in VoiceSlot() }
-        let inputs = slotSources.enumerated().map {
+        var inputs = slotSources.enumerated().map {
             MixInput(kind: .voice(role: .caller, participantId: SlotRouting.slotId($0.offset), userId: nil), source: $0.element)
         }
+        // A live show never waits for a track: one not fetched yet plays as silence until it is.
+        let player = options.tracklist.flatMap { tl in
+            tl.tracks.isEmpty ? nil : TracklistPlayer(tracks: tl.tracks, loop: tl.loop, resolver: tl.resolver,
+                                                      handoverTimeout: 0, logger: logger)
+        }
+        if let player { inputs.append(MixInput(kind: .music, source: player)) }
         let mixer: ProgramMixer
         let sink: ProgramSink
         do {
             mixer = try ProgramMixer(inputs: inputs, routing: SlotRouting.make(routing, voices: Array(repeating: nil, count: slotCount)))
             var outOptions = OutputOptions()
             outOptions.caFile = options.caFile
+            outOptions.reconnect = options.reconnectingOutput
             sink = try makeSink(target, options: outOptions)
         } catch let e as ProgramOutputError {
             throw e.isBadInput ? .input("--output: \(e)") : .runtime("output \(target.redactedDescription): \(e)")
@@ -132,6 +144,8 @@ public enum StageJoin {
         }
 
         // 2. Program time 0, then the stage.
+        if let player, !player.prepare(timeout: 30) { logger.warning("the first track is not ready; music starts when it is") }
+        var skipSeq = routing.tracklist.skipSeq
         var clock = MixClock(realtime: true)
         clock.start()
         let startNs = monotonicNs()
@@ -262,10 +276,17 @@ public enum StageJoin {
                 }
                 if routingDirty {
                     mixer.apply(SlotRouting.make(routing, voices: current.map { $0.flatMap { $0.released ? nil : $0.voice } }))
+                    if let player {
+                        if routing.tracklist.state == .paused { player.pause() } else { player.play() }
+                        // skipSeq counts skips; a lower value (a reset item) is the new baseline.
+                        if routing.tracklist.skipSeq < skipSeq { skipSeq = routing.tracklist.skipSeq }
+                        while skipSeq < routing.tracklist.skipSeq { player.skip(); skipSeq += 1 }
+                    }
                 }
                 if let control = options.control, t >= nextStatus {
                     control.publish(status(t: t, current: current.map { $0.map { ($0.voice, $0.buffer.stats) } }, mixer: mixer,
-                                           routing: routing, sink: sink, wallStart: wallStart))
+                                           routing: routing, sink: sink, wallStart: wallStart, player: player,
+                                           stageConnected: events.isConnected))
                     nextStatus += Int64(AudioFormat.sampleRate)
                 }
                 try mixer.mixBlock(at: t, frames: frames, output: write)
@@ -310,7 +331,7 @@ public enum StageJoin {
     }
 
     private static func status(t: Int64, current: [(SlotVoice, JitterBufferStats)?], mixer: ProgramMixer, routing: Routing,
-                               sink: ProgramSink, wallStart: UInt64) -> ShowStatus {
+                               sink: ProgramSink, wallStart: UInt64, player: TracklistPlayer?, stageConnected: Bool) -> ShowStatus {
         var voices: [VoiceStatus] = []
         for (i, entry) in current.enumerated() {
             guard let (v, st) = entry else { continue }
@@ -322,7 +343,9 @@ public enum StageJoin {
         return ShowStatus(programSeconds: Double(t) / Double(AudioFormat.sampleRate),
                           uptimeSeconds: Double(monotonicNs() &- wallStart) / 1e9, voices: voices,
                           masterLevelDbfs: mixer.programMeter.dbfsValue, clipping: mixer.clippedSamples > 0,
-                          currentTrack: nil, outputState: .connected, outputDownSeconds: 0, outputKbps: sink.stats.kbps)
+                          currentTrack: player?.currentTrack, outputState: OutputState(sink.health.state),
+                          outputDownSeconds: sink.health.downSeconds, outputKbps: sink.health.kbps,
+                          outputReconnects: sink.health.reconnects, stageConnected: stageConnected)
     }
 }
 
@@ -336,5 +359,16 @@ enum JitterStatsMerge {
         s.stretchedFrames += b.stretchedFrames; s.shrunkFrames += b.shrunkFrames; s.decodeErrors += b.decodeErrors
         s.currentDelayMs = b.currentDelayMs; s.targetDelayMs = b.targetDelayMs
         return s
+    }
+}
+
+extension OutputState {
+    init(_ s: OutputConnectionState) {
+        switch s {
+        case .connecting: self = .connecting
+        case .connected: self = .connected
+        case .reconnecting: self = .reconnecting
+        case .down: self = .down
+        }
     }
 }

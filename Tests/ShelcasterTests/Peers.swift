@@ -92,6 +92,8 @@ final class RTMPIngest {
     private(set) var rtmpsPort: UInt16?
     private var nginx: Process?
     private var stunnel: Process?
+    /// Times `restart()` ran; the recordings of run `n` (0 = before the first restart) stay in `rec.n`.
+    private(set) var restarts = 0
     var certificatePath: String { dir + "/cert.pem" }
 
     static var unavailableReason: String? {
@@ -129,13 +131,7 @@ final class RTMPIngest {
         }
         """
         try conf.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
-        let n = Process()
-        n.executableURL = URL(fileURLWithPath: Paths.which("nginx")!)
-        n.arguments = ["-p", dir, "-c", dir + "/nginx.conf", "-e", dir + "/error.log"]
-        n.standardOutput = FileHandle.nullDevice; n.standardError = FileHandle.nullDevice
-        try n.run()
-        nginx = n
-        guard waitForPort(rtmpPort) else { stop(); throw PeerError("nginx did not listen on \(rtmpPort): \(log("error.log"))") }
+        try launchNginx()
         if tls {
             guard let stunnelPath = Paths.which("stunnel4") ?? Paths.which("stunnel"), let openssl = Paths.which("openssl") else {
                 stop(); throw PeerError("stunnel or openssl missing")
@@ -155,18 +151,51 @@ final class RTMPIngest {
             key = \(dir)/key.pem
             """
             try sconf.write(toFile: dir + "/stunnel.conf", atomically: true, encoding: .utf8)
-            let s = Process()
-            s.executableURL = URL(fileURLWithPath: stunnelPath)
-            s.arguments = [dir + "/stunnel.conf"]
-            s.standardOutput = FileHandle.nullDevice; s.standardError = FileHandle.nullDevice
-            try s.run()
-            stunnel = s
-            guard waitForPort(port) else { stop(); throw PeerError("stunnel did not listen") }
+            try launchStunnel(stunnelPath, port: port)
             rtmpsPort = port
         }
     }
 
+    private func launchNginx() throws {
+        let n = Process()
+        n.executableURL = URL(fileURLWithPath: Paths.which("nginx")!)
+        n.arguments = ["-p", dir, "-c", dir + "/nginx.conf", "-e", dir + "/error.log"]
+        n.standardOutput = FileHandle.nullDevice; n.standardError = FileHandle.nullDevice
+        try n.run()
+        nginx = n
+        guard waitForPort(rtmpPort) else { stop(); throw PeerError("nginx did not listen on \(rtmpPort): \(log("error.log"))") }
+    }
+
+    private func launchStunnel(_ stunnelPath: String, port: UInt16) throws {
+        let s = Process()
+        s.executableURL = URL(fileURLWithPath: stunnelPath)
+        s.arguments = [dir + "/stunnel.conf"]
+        s.standardOutput = FileHandle.nullDevice; s.standardError = FileHandle.nullDevice
+        try s.run()
+        stunnel = s
+        guard waitForPort(port) else { stop(); throw PeerError("stunnel did not listen") }
+    }
+
+    /// Stops the ingest (if running) and starts it again on the same ports, with the same directory and
+    /// certificate. The recordings made so far move to `rec.<n>` first, so the next publish of the same
+    /// key (nginx truncates `rec/<key>.flv`) cannot overwrite them. Returns once it listens again.
+    func restart() throws {
+        stop()
+        let fm = FileManager.default
+        try fm.moveItem(atPath: dir + "/rec", toPath: "\(dir)/rec.\(restarts)")
+        restarts += 1
+        try fm.createDirectory(atPath: dir + "/rec", withIntermediateDirectories: true)
+        chmod(dir + "/rec", 0o777)
+        try launchNginx()
+        if let port = rtmpsPort {
+            guard let stunnelPath = Paths.which("stunnel4") ?? Paths.which("stunnel") else { stop(); throw PeerError("stunnel missing") }
+            try launchStunnel(stunnelPath, port: port)
+        }
+    }
+
     func recording(_ key: String) -> String { "\(dir)/rec/\(key).flv" }
+    /// The recording of `key` made during run `run` (0 = before the first `restart()`).
+    func recording(_ key: String, run: Int) -> String { run >= restarts ? recording(key) : "\(dir)/rec.\(run)/\(key).flv" }
     func log(_ name: String) -> String { (try? String(contentsOfFile: "\(dir)/\(name)", encoding: .utf8)) ?? "" }
 
     func stop() {
@@ -178,6 +207,16 @@ final class RTMPIngest {
         }
         stunnel = nil; nginx = nil
     }
+    /// Kills the ingest at once (SIGKILL, like a crash): nginx does not exit on SIGTERM while a
+    /// publisher is connected, so `stop()` would wait its 5 s first.
+    func killNow() {
+        for p in [stunnel, nginx].compactMap({ $0 }) where p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+        stunnel = nil; nginx = nil
+    }
+
     deinit { stop() }
 }
 
