@@ -144,7 +144,14 @@ public enum StageJoin {
         }
 
         // 2. Program time 0, then the stage.
-        if let player, !player.prepare(timeout: 30) { logger.warning("the first track is not ready; music starts when it is") }
+        if let player {
+            // In short waits, so a stop (SIGTERM while a slow first track downloads) is not held up for 30 s.
+            var ready = false
+            let readyBy = Date().addingTimeInterval(30)
+            var stopping: Bool { options.stop?.reason != nil || options.control?.stopReason != nil }
+            while !ready && !stopping && Date() < readyBy { ready = player.prepare(timeout: 0.1) }
+            if !ready && !stopping { logger.warning("the first track is not ready; music starts when it is") }
+        }
         var skipSeq = routing.tracklist.skipSeq
         var clock = MixClock(realtime: true)
         clock.start()
