@@ -25,7 +25,10 @@ public struct BlockLevel: Sendable, Equatable {
             // Unaligned: callers pass any offset into their buffers.
             let x = raw.loadUnaligned(fromByteOffset: i * MemoryLayout<SIMD8<Float>>.stride, as: SIMD8<Float>.self)
             sum8 += x * x
-            peak8 = pointwiseMax(peak8, pointwiseMax(x, -x))
+            // Compare-and-select: the generic pointwiseMax is not vectorised, and this runs on every
+            // source every block.
+            let a = x.replacing(with: -x, where: x .< 0)
+            peak8.replace(with: a, where: a .> peak8)
         }
         var sum = sum8.sum()
         var peak = peak8.max()
