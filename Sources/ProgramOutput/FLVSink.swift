@@ -233,17 +233,9 @@ final class FLVSink: ProgramSink {
     }
 
     private func drainAudio() throws {
-        guard let packet = audioPacket else { return }
-        while true {
-            let r = avcodec_receive_packet(encoder, packet)
-            if r == cff_eagain() || r == cff_eof() { return }
-            try ffCheck(r, "aac encoder receive_packet")
-            packet.pointee.pts += audioShift
-            packet.pointee.dts += audioShift
-            av_packet_rescale_ts(packet, audioTimeBase, audioOutTimeBase)
-            packet.pointee.stream_index = audioIndex
-            try muxer.writeInterleaved(packet)
-        }
+        guard let packet = audioPacket, let encoder else { return }
+        try muxer.writeEncoded(from: encoder, using: packet, shift: audioShift, from: audioTimeBase, to: audioOutTimeBase,
+                               streamIndex: audioIndex, what: "aac encoder")
     }
 
     /// Sends every video frame whose start time is before the program time written so far.

@@ -191,18 +191,9 @@ final class LiveFLVSession {
     }
 
     private func drainAudio() throws {
-        guard let packet = audioPacket else { return }
-        while true {
-            let r = avcodec_receive_packet(encoder, packet)
-            if r == cff_eagain() || r == cff_eof() { return }
-            try ffCheck(r, "aac encoder receive_packet")
-            // The encoder's priming delay is added back: the first packet is at the first frame's time.
-            packet.pointee.pts += audioShift
-            packet.pointee.dts += audioShift
-            av_packet_rescale_ts(packet, audioTimeBase, audioOutTimeBase)
-            packet.pointee.stream_index = audioIndex
-            try muxer.writeInterleaved(packet)
-        }
+        guard let packet = audioPacket, let encoder else { return }
+        try muxer.writeEncoded(from: encoder, using: packet, shift: audioShift, from: audioTimeBase, to: audioOutTimeBase,
+                               streamIndex: audioIndex, what: "aac encoder")
     }
 
     /// Sends every video frame that starts before program frame `end`.

@@ -129,6 +129,23 @@ final class Muxer {
     }
 
     /// Hands a packet to the muxer's interleaving queue (which takes the packet's reference).
+    /// Writes every packet `encoder` has ready. `shift` adds the encoder's priming delay back, so the
+    /// first packet carries the first frame's time.
+    func writeEncoded(from encoder: UnsafeMutablePointer<AVCodecContext>, using packet: UnsafeMutablePointer<AVPacket>,
+                      shift: Int64, from timeBase: AVRational, to outTimeBase: AVRational, streamIndex: Int32,
+                      what: String) throws {
+        while true {
+            let r = avcodec_receive_packet(encoder, packet)
+            if r == cff_eagain() || r == cff_eof() { return }
+            try ffCheck(r, "\(what) receive_packet")
+            packet.pointee.pts += shift
+            packet.pointee.dts += shift
+            av_packet_rescale_ts(packet, timeBase, outTimeBase)
+            packet.pointee.stream_index = streamIndex
+            try writeInterleaved(packet)
+        }
+    }
+
     func writeInterleaved(_ packet: UnsafeMutablePointer<AVPacket>) throws {
         let r = av_interleaved_write_frame(context, packet)
         if r < 0 { throw ProgramOutputError.writeFailed(label, reason: FFmpegError.text(r)) }

@@ -175,7 +175,11 @@ struct ProgramOutputReconnectTests {
         let rssGrowth = memEnd.rss - memConnected.rss, anonGrowth = memEnd.anon - memConnected.anon
         let memory = "RSS \(memConnected.rss) → \(memEnd.rss) kB, anonymous \(memConnected.anon) → \(memEnd.anon) kB"
         if Self.runningAlone {
-            #expect(rssGrowth < 2048 && anonGrowth < 1024, "\(memory)")
+            // Anonymous memory is where a leak shows: held to 1 MB. Total RSS also counts shared-library
+            // pages this process touches for the first time during the test (which depends on what ran
+            // before it in the same process), so it gets a little more room.
+            #expect(anonGrowth < 1024, "\(memory)")
+            #expect(rssGrowth < 4096, "\(memory)")
         } else {
             // Other suites share the process: only a gross leak is attributable to us.
             #expect(rssGrowth < 32 * 1024, "\(memory)")
