@@ -102,6 +102,11 @@ enum JoinSummary {
             lines.append(String(format: "  %@ (%@): %d packets, %d lost, %d late, %d duplicate, %d FEC-recovered, %.0f ms concealed, delay target %.0f ms; %d subscription(s), %d failed",
                                 p.participantId, p.role, s.received, s.lost, s.late, s.duplicates, s.fecRecovered,
                                 Double(s.concealedFrames) / 48.0, s.targetDelayMs, sub.connected, sub.failures))
+            // Arrival → render latency per packet (JitterLatencyStats keeps mean, p95 and max, no median).
+            if s.latency.packets > 0 {
+                lines.append(String(format: "    latency mean %.1f ms p95 %.0f ms max %.0f ms over %d packets",
+                                    s.latency.meanMs, s.latency.p95Ms, s.latency.maxMs, s.latency.packets))
+            }
         }
         if !r.problems.isEmpty {
             lines.append("  problems: " + r.problems.map { "\($0.cause) ×\($0.count)" }.joined(separator: ", "))
