@@ -52,7 +52,7 @@ let package = Package(
         .target(name: "SDP"),
         .target(name: "STUN", dependencies: ["COpenSSL"]),
         .target(name: "ICE", dependencies: ["STUN", "RTP", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "DTLS", dependencies: ["COpenSSL"]),
+        .target(name: "DTLS", dependencies: ["COpenSSL", "SRTP"]),
         .target(name: "SRTP", dependencies: ["CSRTP"]),
         // One subscription's media path: ICE + DTLS + SRTP + RTCP → decrypted RTP.
         .target(name: "StageMedia", dependencies: ["ICE", "DTLS", "SRTP", "SDP", "STUN", "RTP",

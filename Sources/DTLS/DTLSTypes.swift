@@ -1,6 +1,8 @@
 /// Value types shared by the DTLS endpoint: fingerprints, SRTP profiles, keying material,
 /// events, failures and counters.
 
+@_exported import SRTP
+
 /// Hash functions an SDP `a=fingerprint` may name (RFC 8122 §5, the ones OpenSSL provides).
 public enum DTLSHashAlgorithm: String, Sendable, CaseIterable, Hashable {
     case sha1 = "sha-1"
@@ -83,35 +85,17 @@ public struct DTLSFingerprint: Sendable, Hashable, CustomStringConvertible {
     public var description: String { sdpAttributeValue }
 }
 
-/// DTLS-SRTP protection profiles (RFC 5764 §4.1.2, RFC 7714 §14.2); raw values are the IANA ids,
-/// identical to `SRTPProfile` in the SRTP module so the two convert by raw value.
-public enum DTLSSRTPProfile: UInt16, Sendable, CaseIterable, Hashable {
-    case aes128CmSha1_80 = 0x0001
-    case aeadAes128Gcm = 0x0007
-    case aeadAes256Gcm = 0x0008
+/// DTLS-SRTP protection profiles (RFC 5764 §4.1.2, RFC 7714 §14.2): the SRTP module's own type, so
+/// key and salt lengths are defined once and the negotiated profile feeds `SRTPSession` directly.
+public typealias DTLSSRTPProfile = SRTPProfile
 
+extension SRTPProfile {
     /// The name OpenSSL's `SSL_CTX_set_tlsext_use_srtp` understands.
     public var openSSLName: String {
         switch self {
         case .aes128CmSha1_80: return "SRTP_AES128_CM_SHA1_80"
         case .aeadAes128Gcm: return "SRTP_AEAD_AES_128_GCM"
         case .aeadAes256Gcm: return "SRTP_AEAD_AES_256_GCM"
-        }
-    }
-
-    /// SRTP master key length in bytes.
-    public var keyLength: Int {
-        switch self {
-        case .aes128CmSha1_80, .aeadAes128Gcm: return 16
-        case .aeadAes256Gcm: return 32
-        }
-    }
-
-    /// SRTP master salt length in bytes (112 bits for AES-CM, 96 bits for GCM).
-    public var saltLength: Int {
-        switch self {
-        case .aes128CmSha1_80: return 14
-        case .aeadAes128Gcm, .aeadAes256Gcm: return 12
         }
     }
 

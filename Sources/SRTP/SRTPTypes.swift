@@ -1,5 +1,5 @@
-/// SRTP protection profiles; raw values are the IANA DTLS-SRTP ids (same as `DTLSSRTPProfile`),
-/// so `SRTPProfile(rawValue: keys.profile.rawValue)` converts between the modules.
+/// SRTP protection profiles; raw values are the IANA DTLS-SRTP ids. The DTLS module negotiates
+/// these same values (`DTLSSRTPProfile` is this type).
 public enum SRTPProfile: UInt16, Sendable, CaseIterable, Hashable {
     /// AES-128 counter mode, HMAC-SHA1 tag of 80 bits (RFC 3711 / 5764).
     case aes128CmSha1_80 = 0x0001

@@ -461,9 +461,7 @@ public final class PeerConnection: @unchecked Sendable {
 
     private func dtlsConnectedLocked(_ keys: DTLSSRTPKeyingMaterial) -> Bool {
         guard !isEndedLocked else { return false }
-        guard let profile = SRTPProfile(rawValue: keys.profile.rawValue) else {
-            return failLocked(.srtp("no SRTP profile for \(keys.profile.openSSLName)"))
-        }
+        let profile = keys.profile
         do {
             inbound = try SRTPSession(profile: profile, key: keys.remoteKey, salt: keys.remoteSalt, direction: .inbound)
             outbound = try SRTPSession(profile: profile, key: keys.localKey, salt: keys.localSalt, direction: .outbound)
