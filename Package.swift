@@ -58,7 +58,7 @@ let package = Package(
         .target(name: "StageMedia", dependencies: ["ICE", "DTLS", "SRTP", "SDP", "STUN", "RTP",
                                                    .product(name: "Logging", package: "swift-log")]),
         // The stage: events WebSocket, WHIP subscribe, one subscription per publisher, the live mix.
-        .target(name: "StageClient", dependencies: ["StageMedia", "HTTPClient", "COpenSSL", "SDP", "RTP", "JitterBuffer", "Tracklist",
+        .target(name: "StageClient", dependencies: ["StageMedia", "ICE", "HTTPClient", "COpenSSL", "SDP", "RTP", "JitterBuffer", "Tracklist",
                                                     "Mixer", "ProgramOutput", "Routing", "ShowControl", "AudioCore",
                                                     "PacketCapture", "FFmpegSupport",
                                                     .product(name: "Logging", package: "swift-log")]),

@@ -9,11 +9,11 @@ public struct ICEHandlers: Sendable {
     /// DTLS records (first byte 20...63) from a validated remote address.
     public var onDTLS: @Sendable ([UInt8]) -> Void
     /// SRTP/SRTCP (first byte 128...191) from a validated remote address.
-    public var onMedia: @Sendable ([UInt8]) -> Void
+    public var onMedia: @Sendable (_ bytes: [UInt8], _ arrivalNs: UInt64) -> Void
 
     public init(onState: @escaping @Sendable (ICEState) -> Void = { _ in },
                 onDTLS: @escaping @Sendable ([UInt8]) -> Void = { _ in },
-                onMedia: @escaping @Sendable ([UInt8]) -> Void = { _ in }) {
+                onMedia: @escaping @Sendable (_ bytes: [UInt8], _ arrivalNs: UInt64) -> Void = { _, _ in }) {
         self.onState = onState; self.onDTLS = onDTLS; self.onMedia = onMedia
     }
 }
@@ -77,7 +77,7 @@ public final class ICEAgent: @unchecked Sendable {
         lock.unlock()
         logger.debug("ICE starting: \(remoteCandidates.count) remote candidates, peer is \(remoteIsLite ? "ice-lite" : "full")")
         flush(out, changes)
-        mux.start(onDatagram: { [weak self] kind, bytes, from in self?.received(kind, bytes, from) },
+        mux.start(onDatagram: { [weak self] kind, bytes, from, arrival in self?.received(kind, bytes, from, arrival) },
                   onTimer: { [weak self] now in self?.timer(now) })
     }
 
@@ -85,6 +85,13 @@ public final class ICEAgent: @unchecked Sendable {
         lock.lock()
         engine.addRemoteCandidate(c, now: ICEClock.now())
         lock.unlock()
+        mux.timerChanged()
+    }
+
+    /// The connection carries media now: its datagrams may wait for the receive loop's driver (see
+    /// `ReceiveLoop`) instead of waking a thread each.
+    public func deliverInBatches() {
+        mux.deliverInBatches()
     }
 
     /// Sends on the selected pair. False before `.connected`, after consent is lost, or if sendto fails.
@@ -130,7 +137,7 @@ public final class ICEAgent: @unchecked Sendable {
 
     // MARK: - Receive thread
 
-    private func received(_ kind: PacketKind, _ bytes: [UInt8], _ from: STUNTransportAddress) {
+    private func received(_ kind: PacketKind, _ bytes: [UInt8], _ from: STUNTransportAddress, _ arrivalNs: UInt64) {
         switch kind {
         case .stun:
             lock.lock()
@@ -150,7 +157,7 @@ public final class ICEAgent: @unchecked Sendable {
             }
             let h = handlers
             lock.unlock()
-            if ok { if kind == .dtls { h.onDTLS(bytes) } else { h.onMedia(bytes) } }
+            if ok { if kind == .dtls { h.onDTLS(bytes) } else { h.onMedia(bytes, arrivalNs) } }
         case .zrtp, .turnChannel, .other:
             lock.lock()
             engine.count { $0.datagramsReceived += 1 }

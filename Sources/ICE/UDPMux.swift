@@ -16,7 +16,7 @@ public enum ICEClock {
     }
 }
 
-/// Owns one UDP socket per address family, bound for our host candidates, and one receive thread
+/// Owns one UDP socket per address family, bound for our host candidates, read by a `ReceiveLoop`
 /// that demultiplexes every datagram by its first byte (RFC 7983) before handing it on. The same
 /// sockets carry STUN, DTLS and SRTP/SRTCP, so the peer sees one transport address per family.
 ///
@@ -24,23 +24,25 @@ public enum ICEClock {
 /// address becomes a host candidate with the socket's port; the kernel's route decides the source
 /// address, so a pair's local candidate is taken to be the route's source (`routeSource`).
 public final class UDPMux: @unchecked Sendable {
-    public typealias DatagramHandler = @Sendable (_ kind: PacketKind, _ bytes: [UInt8], _ from: STUNTransportAddress) -> Void
-    /// Called on the receive thread after each wake-up; returns the next time (ICEClock) it wants a call.
+    /// `arrivalNs`: when the kernel received the datagram, CLOCK_MONOTONIC nanoseconds.
+    public typealias DatagramHandler = @Sendable (_ kind: PacketKind, _ bytes: [UInt8], _ from: STUNTransportAddress,
+                                                  _ arrivalNs: UInt64) -> Void
+    /// Called on the loop's thread after each round that read this mux's sockets and whenever the
+    /// last returned time (ICEClock) is reached; returns the next time it wants a call.
     public typealias TimerHandler = @Sendable (_ now: Double) -> Double?
 
     /// Host addresses with the port of their family's socket.
     public let localAddresses: [STUNTransportAddress]
     private let fd4: Int32
     private let fd6: Int32
+    private let loop: ReceiveLoop
     private let lock = NSLock()
-    private var running = false
-    private var stopRequested = false
-    private var loopThread: pthread_t?
-    private let finished = DispatchSemaphore(value: 0)
-    /// Longest sleep between timer calls, so a new deadline set from another thread is noticed soon.
-    private let maxSleep = 0.05
+    private var registration: ReceiveLoop.Registration?
+    private var closed = false
 
-    public init(interfaces: ICEInterfaces, ipv4: Bool = true, ipv6: Bool = true, port: UInt16 = 0) throws(ICEError) {
+    public init(interfaces: ICEInterfaces, ipv4: Bool = true, ipv6: Bool = true, port: UInt16 = 0,
+                loop: ReceiveLoop = .shared) throws(ICEError) {
+        self.loop = loop
         let all = UDPMux.interfaceAddresses()
         var chosen: [STUNIPAddress]
         switch interfaces {
@@ -84,27 +86,33 @@ public final class UDPMux: @unchecked Sendable {
         close()
     }
 
-    /// Starts the receive thread. Handlers run on it, one datagram at a time.
+    /// Hands the sockets to the loop. Handlers run on its thread, one datagram at a time.
     public func start(onDatagram: @escaping DatagramHandler, onTimer: @escaping TimerHandler) {
         lock.lock()
-        guard !running, !stopRequested else { lock.unlock(); return }
-        running = true
+        guard registration == nil, !closed else { lock.unlock(); return }
+        let (s4, s6) = (fd4, fd6)
+        let r = ReceiveLoop.Registration(fds: [fd4, fd6].filter { $0 >= 0 }, onDatagram: onDatagram, onTimer: onTimer,
+                                         closeSockets: { UDPMux.closeSockets(s4, s6) })
+        registration = r
         lock.unlock()
-        let box = LoopContext(mux: self, onDatagram: onDatagram, onTimer: onTimer)
-        let unmanaged = Unmanaged.passRetained(box)
-        var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { arg in
-            guard let arg else { return nil }
-            let ctx = Unmanaged<LoopContext>.fromOpaque(arg).takeRetainedValue()
-            ctx.mux.runLoop(ctx)
-            return nil
-        }, unmanaged.toOpaque())
-        if rc != 0 {
-            unmanaged.release()
-            lock.lock(); running = false; lock.unlock()
-        } else {
-            lock.lock(); loopThread = tid; lock.unlock()
-        }
+        loop.register(r)
+    }
+
+    /// From now on, while the loop is driven, these sockets are read by its `readNow` caller: for a
+    /// connection that carries media, once its handshakes are done.
+    public func deliverInBatches() {
+        lock.lock()
+        let r = registration
+        lock.unlock()
+        if let r { loop.setBatched(r) }
+    }
+
+    /// Calls the timer handler soon: for a deadline moved by another thread than the loop's.
+    public func timerChanged() {
+        lock.lock()
+        let r = registration
+        lock.unlock()
+        if let r { loop.poke(r) }
     }
 
     /// Sends from the socket of `to`'s family. False if that family has no socket or sendto fails.
@@ -121,90 +129,20 @@ public final class UDPMux: @unchecked Sendable {
         return n == bytes.count
     }
 
-    /// Stops the thread (waiting for it unless called from it) and closes the sockets. Idempotent.
+    /// Stops the handlers (waiting for a running one unless called from it) and closes the
+    /// sockets. Idempotent.
     public func close() {
         lock.lock()
-        if stopRequested { lock.unlock(); return }
-        stopRequested = true
-        let wasRunning = running
-        let thread = loopThread
+        if closed { lock.unlock(); return }
+        closed = true
+        let r = registration
         lock.unlock()
-        if wasRunning {
-            if let thread, pthread_equal(thread, pthread_self()) != 0 {
-                pthread_detach(thread)
-                return  // the loop closes the sockets as it exits
-            }
-            finished.wait()
-            if let thread { pthread_join(thread, nil) }
-        } else {
-            closeSockets()
-        }
+        if let r { loop.unregister(r) } else { UDPMux.closeSockets(fd4, fd6) }
     }
 
-    private func closeSockets() {
-        if fd4 >= 0 { _ = Glibc.close(fd4) }
-        if fd6 >= 0 { _ = Glibc.close(fd6) }
-    }
-
-    private final class LoopContext {
-        let mux: UDPMux
-        let onDatagram: DatagramHandler
-        let onTimer: TimerHandler
-        init(mux: UDPMux, onDatagram: @escaping DatagramHandler, onTimer: @escaping TimerHandler) {
-            self.mux = mux; self.onDatagram = onDatagram; self.onTimer = onTimer
-        }
-    }
-
-    private var shouldStop: Bool {
-        lock.lock(); defer { lock.unlock() }
-        return stopRequested
-    }
-
-    private func runLoop(_ ctx: LoopContext) {
-        var fds: [pollfd] = []
-        if fd4 >= 0 { fds.append(pollfd(fd: fd4, events: Int16(POLLIN), revents: 0)) }
-        if fd6 >= 0 { fds.append(pollfd(fd: fd6, events: Int16(POLLIN), revents: 0)) }
-        // One reusable buffer: a UDP payload is at most 65507 bytes.
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
-        defer {
-            buffer.deallocate()
-            closeSockets()
-            finished.signal()
-        }
-        var deadline = ctx.onTimer(ICEClock.now())
-        while !shouldStop {
-            let now = ICEClock.now()
-            var wait = maxSleep
-            // At least 1 ms: a deadline that stays in the past must not make this loop spin.
-            if let d = deadline { wait = min(max(d - now, 0.001), maxSleep) }
-            let ms = Int32((wait * 1000).rounded(.up))
-            let r = fds.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), ms) }
-            if r < 0 && errno != EINTR { break }
-            if r > 0 {
-                for i in fds.indices where fds[i].revents & Int16(POLLIN) != 0 {
-                    drain(fds[i].fd, buffer, ctx)
-                }
-            }
-            deadline = ctx.onTimer(ICEClock.now())
-        }
-    }
-
-    /// Reads what is queued on one socket (bounded, so one busy socket cannot starve the timers).
-    private func drain(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, _ ctx: LoopContext) {
-        for _ in 0..<256 {
-            var ss = sockaddr_storage()
-            var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            let n = withUnsafeMutablePointer(to: &ss) { p in
-                p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    recvfrom(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT), $0, &len)
-                }
-            }
-            if n < 0 { return }  // EAGAIN or an ICMP error surfaced on the socket: nothing more now
-            guard let from = UDPMux.transportAddress(ss) else { continue }
-            let bytes = [UInt8](UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-            let kind = bytes.isEmpty ? PacketKind.other : PacketKind.classify(bytes[0])
-            ctx.onDatagram(kind, bytes, from)
-        }
+    private static func closeSockets(_ a: Int32, _ b: Int32) {
+        if a >= 0 { _ = Glibc.close(a) }
+        if b >= 0 { _ = Glibc.close(b) }
     }
 
     // MARK: - Socket helpers
@@ -222,6 +160,7 @@ public final class UDPMux: @unchecked Sendable {
             // Keep IPv4 on its own socket: no mapped addresses on this one.
             setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size))
         }
+        ReceiveLoop.enableTimestamps(fd)
         var bufSize: Int32 = 1 << 20
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufSize, socklen_t(MemoryLayout<Int32>.size))
         let any = family == .v4 ? STUNIPAddress(ipv4: 0) : (STUNIPAddress(bytes: [UInt8](repeating: 0, count: 16)) ?? STUNIPAddress(ipv4: 0))

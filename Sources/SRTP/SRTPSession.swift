@@ -25,6 +25,12 @@ public final class SRTPSession {
     /// Nothing bigger arrives in one UDP datagram; keeps lengths far from Int32 limits.
     static let maxPacketLength = 65_535
 
+    /// Initialises libsrtp now if it is not yet. The first initialisation brings up its crypto
+    /// backend (Debian's libsrtp2 uses NSS: ~60 ms); call this before the first handshake so that
+    /// cost is not paid on the thread that reads every peer's packets. False if libsrtp failed.
+    @discardableResult
+    public static func initializeLibrary() -> Bool { srtpLibraryReady }
+
     /// - Parameters:
     ///   - key, salt: master key and salt (`profile.keyLength`, `profile.saltLength` bytes).
     ///   - windowSize: replay window in packets (libsrtp allows 64...32767).

@@ -1,6 +1,7 @@
 import AudioCore
 import Foundation
 import HTTPClient
+import ICE
 import JitterBuffer
 import Logging
 import Mixer
@@ -262,7 +263,9 @@ public enum StageJoin {
                         routingDirty = true
                     }
                 }
-                // Packets that have arrived by the start of this block, as `local` does.
+                // Packets that have arrived by the start of this block, as `local` does. Reading the
+                // sockets here, when the packets are needed, saves the receive thread its wake-ups.
+                ReceiveLoop.shared.readNow()
                 for i in 0..<slotCount {
                     guard let c = current[i] else { continue }
                     c.inbox.take(into: &pending[i])

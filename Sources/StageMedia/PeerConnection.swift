@@ -67,6 +67,8 @@ public final class PeerConnection: @unchecked Sendable {
         var log = logger
         log[metadataKey: "peer"] = "\(label)"
         self.logger = log
+        // Here, on the caller's thread, rather than inside the handshake on the shared receive thread.
+        SRTPSession.initializeLibrary()
 
         let consentTimeout = configuration.consentTimeout.asSeconds
         let iceConfiguration = ICEConfiguration(
@@ -166,7 +168,7 @@ public final class PeerConnection: @unchecked Sendable {
                     remoteIsLite: plan.answer.iceLite,
                     handlers: ICEHandlers(onState: { [weak self] in self?.iceStateChanged($0) },
                                           onDTLS: { [weak self] in self?.dtlsReceived($0) },
-                                          onMedia: { [weak self] in self?.mediaReceived($0) }))
+                                          onMedia: { [weak self] in self?.mediaReceived($0, arrivalNs: $1) }))
     }
 
     public var stats: PeerStats {
@@ -258,8 +260,7 @@ public final class PeerConnection: @unchecked Sendable {
         if teardown { tearDown() }
     }
 
-    private func mediaReceived(_ bytes: [UInt8]) {
-        let arrival = MediaClock.monotonicNanoseconds()
+    private func mediaReceived(_ bytes: [UInt8], arrivalNs arrival: UInt64) {
         lock.lock()
         guard !isEndedLocked else { lock.unlock(); return }
         counters.mediaDatagrams &+= 1
@@ -474,6 +475,8 @@ public final class PeerConnection: @unchecked Sendable {
         // A first report soon (the sender learns we are here), then every interval.
         nextReportNs = now &+ min(configuration.receiverReportInterval.asNanoseconds, 200_000_000)
         setStateLocked(.connected)
+        // Handshakes done: from here the mix loop, when it drives the receive loop, reads our packets.
+        agent.deliverInBatches()
         logger.info("connected in \(Double(now &- startNs) / 1e6) ms: \(keys)")
         return false
     }

@@ -50,7 +50,7 @@ final class ICEStubPeer: @unchecked Sendable {
 
     func start(agentCandidate: STUNTransportAddress) {
         state.with { $0.agentCandidate = agentCandidate }
-        mux.start(onDatagram: { [self] kind, bytes, from in received(kind, bytes, from) },
+        mux.start(onDatagram: { [self] kind, bytes, from, _ in received(kind, bytes, from) },
                   onTimer: { [self] now in timer(now) })
     }
 
@@ -125,7 +125,7 @@ enum ICELoopback {
         var handlers: ICEHandlers {
             ICEHandlers(onState: { s in self.states.with { $0.append((ICEClock.now(), s)) } },
                         onDTLS: { b in self.dtls.with { $0.append(b) } },
-                        onMedia: { _ in self.media.with { $0 += 1 } })
+                        onMedia: { _, _ in self.media.with { $0 += 1 } })
         }
         var connected: Bool { states.get.contains { if case .connected = $0.1 { return true } else { return false } } }
         func time(of match: (ICEState) -> Bool) -> Double? { states.get.first { match($0.1) }?.0 }
