@@ -14,7 +14,7 @@ import STUN
 /// than decrypting a packet: a thread per peer, woken per datagram, spent about 0.2 % of a core per
 /// participant on wake-ups alone. So the loop works in two modes:
 /// - undriven, its thread polls every socket and reads each datagram as it arrives;
-/// - driven, a caller that runs on its own schedule anyway (the mix loop, once per 40 ms burst) calls
+/// - driven, a caller that runs on its own schedule anyway (the mix loop, once per burst of blocks) calls
 ///   `readNow()` just before it needs the packets, and reads the sockets of connections that carry
 ///   media (`UDPMux.deliverInBatches`); the thread still reads connections being set up (ICE, DTLS:
 ///   their handshakes never hold up the mix) and runs every timer (ICE checks and consent). No

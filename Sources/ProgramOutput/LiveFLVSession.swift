@@ -112,7 +112,7 @@ final class LiveFLVSession {
             throw ProgramOutputError.setupFailed(muxer.label, reason: "\(error)")
         }
         try muxer.open(caFile: options.caFile, ioTimeoutSeconds: options.ioTimeoutSeconds,
-                       muxerOptions: ["flvflags": "no_duration_filesize"], interrupt: interrupt)
+                       muxerOptions: ["flvflags": "no_duration_filesize"], interrupt: interrupt, flushEachPacket: false)
         // FLV sets its 1/1000 time bases when the header is written.
         videoIndex = video.pointee.index
         audioIndex = audio.pointee.index
@@ -160,6 +160,12 @@ final class LiveFLVSession {
             try drainAudio()
             try sendVideo(upTo: start + Int64(frames))
         }
+    }
+
+    /// Sends what is buffered: call when the queue holds no further frame to encode now (once per
+    /// wake-up of the connection thread), so those tags leave together.
+    func flush() throws {
+        try wrap { try muxer.flush() }
     }
 
     /// Flushes the encoder, writes the trailer and closes the connection cleanly.

@@ -76,8 +76,10 @@ final class Muxer {
     /// hands its options dictionary to the `tls` URL it opens, whose private options consume them.
     /// An option still in the dictionary after a successful open was not applied, which we refuse.
     /// `interrupt`, when given, can abort a blocking connect or write (FFmpeg then returns AVERROR_EXIT).
+    /// `flushEachPacket` (streams only): push every packet out at once; otherwise the caller
+    /// calls `flush` (each flush is a few system calls in the RTMP layer, so batch them).
     func open(caFile: String?, ioTimeoutSeconds: Double, muxerOptions: [String: String],
-              interrupt: AVIOInterruptCB? = nil) throws {
+              interrupt: AVIOInterruptCB? = nil, flushEachPacket: Bool = true) throws {
         let url: String
         var ioOptions: [String: String] = [:]
         var secure = false
@@ -118,8 +120,8 @@ final class Muxer {
             throw ProgramOutputError.connectFailed(label, reason: "the TLS layer did not take tls_verify; refusing an unverified connection")
         }
         if case .stream = destination {
-            // Live output: push every packet out at once instead of waiting for a full I/O buffer.
-            context.pointee.flush_packets = 1
+            // Live output: never wait for a full I/O buffer (32 KB is seconds of audio).
+            context.pointee.flush_packets = flushEachPacket ? 1 : 0
         }
         var muxDict = Muxer.dictionary(muxerOptions)
         defer { av_dict_free(&muxDict) }
@@ -149,6 +151,13 @@ final class Muxer {
     func writeInterleaved(_ packet: UnsafeMutablePointer<AVPacket>) throws {
         let r = av_interleaved_write_frame(context, packet)
         if r < 0 { throw ProgramOutputError.writeFailed(label, reason: FFmpegError.text(r)) }
+    }
+
+    /// Sends what the muxer has buffered.
+    func flush() throws {
+        guard let pb = context.pointee.pb else { return }
+        avio_flush(pb)
+        if pb.pointee.error < 0 { throw ProgramOutputError.writeFailed(label, reason: FFmpegError.text(pb.pointee.error)) }
     }
 
     /// Writes a packet straight through (single-stream outputs); the packet stays the caller's.

@@ -235,6 +235,8 @@ extension ReconnectingSink {
         /// (time, bytesTotal) once a second, for a recent output rate.
         private var rateSamples: [(ns: Int64, bytes: Int64)] = []
         private static let rateWindow = 6
+        /// Queued frames that wake the connection thread: five AAC frames of 1024.
+        static let wakeFrames = 5 * 1024
 
         // worker
         private var session: LiveFLVSession?
@@ -272,7 +274,9 @@ extension ReconnectingSink {
                 if rateSamples.count == Core.rateWindow { rateSamples.removeFirst() }
                 rateSamples.append((now, bytesTotal))
             }
-            lock.signal()
+            // Woken per five AAC frames (about 100 ms), not per write: each wake-up and each flush
+            // of the RTMP layer costs more than the tags it sends, and an ingest buffers seconds.
+            if queue.count >= Core.wakeFrames { lock.signal() }
         }
 
         func finish() throws {
@@ -418,10 +422,11 @@ extension ReconnectingSink {
             }
             let last = finishing && queue.count <= current.frameSize
             let (start, n) = queue.pop(maxFrames: current.frameSize, left: planes.left, right: planes.right)
+            let drained = queue.count < current.frameSize
             lock.unlock()
             do {
                 try current.encode(start: start, frames: n)
-                if last { try current.finish() }
+                if last { try current.finish() } else if drained { try current.flush() }
             } catch {
                 return connectionLost(current, error)
             }

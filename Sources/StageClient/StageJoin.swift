@@ -229,12 +229,13 @@ public enum StageJoin {
             outputFrames += Int64(n)
         }
         var mixError: String?
+        var lastReadNs: UInt64 = 0
         do {
             while programFrames < 0 || t < programFrames {
                 if let why = options.stop?.reason { stoppedBecause = why; break }
                 if let why = options.control?.stopReason { stoppedBecause = why; break }
                 let frames = programFrames < 0 ? AudioFormat.mixBlockFrames : Int(min(Int64(AudioFormat.mixBlockFrames), programFrames - t))
-                clock.wait(untilProgramFrame: t)
+                let slept = clock.wait(untilProgramFrame: t)
                 var routingDirty = false
                 // Slot changes from the session.
                 if let snap = slots.snapshot(after: seenGeneration) {
@@ -264,8 +265,12 @@ public enum StageJoin {
                     }
                 }
                 // Packets that have arrived by the start of this block, as `local` does. Reading the
-                // sockets here, when the packets are needed, saves the receive thread its wake-ups.
-                ReceiveLoop.shared.readNow()
+                // sockets here, once per burst (or per 20 ms when the mix runs late and never sleeps),
+                // saves the receive thread a wake-up per datagram.
+                if slept || monotonicNs() &- lastReadNs >= 20_000_000 {
+                    ReceiveLoop.shared.readNow()
+                    lastReadNs = monotonicNs()
+                }
                 for i in 0..<slotCount {
                     guard let c = current[i] else { continue }
                     c.inbox.take(into: &pending[i])
