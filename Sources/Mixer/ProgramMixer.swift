@@ -37,26 +37,44 @@ public struct MixerTuning: Sendable {
     public init() {}
 }
 
-/// The program mix: every source through its gain stage into one libavfilter graph
-/// (`abuffer → asplit → 2×(volume → afade) → amix → acompressor → alimiter → abuffersink`).
+/// The program mix in two libavfilter graphs:
+/// - the gain graph, `abuffer → asplit → 2×(volume → afade) → amix`, holds the sources that can be
+///   heard (gain above 0 or ramping);
+/// - the dynamics graph, `abuffer → acompressor → alimiter → aformat → abuffersink`, takes its sum.
 ///
 /// Master volume and ducking are folded into the per-source gains (the mix is linear up to the
 /// compressor), so one ramp mechanism serves every change. Ducking is driven by voice activity on
 /// the on-air voices, which gives the exact configured depth rather than a level-dependent one.
+///
+/// A source at gain 0 adds exactly nothing to the sum, so it is left out of the gain graph; when
+/// one goes silent or is about to be heard, the gain graph is rebuilt at the block boundary (a few
+/// filters, no state: amix holds nothing between blocks and the ramps carry over, see `GainStage`).
+/// The program is sample-for-sample the same as with every source in the graph, while an idle
+/// voice slot or an off-air caller costs no filtering. The dynamics graph, whose compressor and
+/// limiter keep envelopes and look-ahead, is never rebuilt.
+/// Every source is still rendered each block: jitter buffers and the tracklist keep time, and the
+/// meters show off-air levels too.
 public final class ProgramMixer {
     public let inputs: [MixInput]
     public private(set) var routing: Routing
     public let tuning: MixerTuning
 
-    private let graph: FilterGraph
-    private var buffersrcs: [FilterContext] = []
-    private var stages: [GainStage] = []
+    private var gainGraph: FilterGraph
+    /// Per input: its buffer source in the current gain graph, nil while it is left out.
+    private var buffersrcs: [FilterContext?]
+    private var sumSink: FilterContext
+    private var stages: [GainStage]
+    private let dynamicsGraph: FilterGraph
+    private let dynamicsSource: FilterContext
     private let compressor: FilterContext
     private let limiter: FilterContext
     private let sink: FilterContext
     private var inFrames: [UnsafeMutablePointer<AVFrame>] = []
+    private let sumFrame: UnsafeMutablePointer<AVFrame>
     private let outFrame: UnsafeMutablePointer<AVFrame>
     private var appliedDynamics: (Routing.Compression, Routing.Limiter)?
+    /// Gain graph rebuilds so far (sources joining or leaving it).
+    public private(set) var graphRebuilds = 0
 
     // Meters (pre-gain per source; program after the graph).
     public private(set) var sourceMeters: [LevelMeter]
@@ -68,6 +86,7 @@ public final class ProgramMixer {
     private var lastVoiceActivity: Int64 = .min / 2
     public private(set) var framesIn: Int64 = 0
     public private(set) var framesOut: Int64 = 0
+    private var framesSummed: Int64 = 0
 
     public init(inputs: [MixInput], routing: Routing, tuning: MixerTuning = MixerTuning()) throws {
         precondition(!inputs.isEmpty, "a mix needs at least one input")
@@ -76,45 +95,25 @@ public final class ProgramMixer {
         self.tuning = tuning
         sourceMeters = Array(repeating: LevelMeter(), count: inputs.count)
         lastSourceLevels = Array(repeating: BlockLevel(rms: 0, peak: 0), count: inputs.count)
-        let g = try FilterGraph()
-        graph = g
+        stages = inputs.map { GainStage(initialGain: ProgramMixer.targetGain($0.kind, routing: routing, ducked: false)) }
 
-        let amix = try g.add("amix", name: "mix", "inputs=\(2 * inputs.count):normalize=0:duration=longest")
-        var gains: [Double] = []
-        for (i, input) in inputs.enumerated() {
-            let gain = ProgramMixer.targetGain(input.kind, routing: routing, ducked: false)
-            gains.append(gain)
-            let src = try g.add("abuffer", name: "src\(i)",
-                                "sample_rate=\(AudioFormat.sampleRate):sample_fmt=flt:channel_layout=stereo:time_base=1/\(AudioFormat.sampleRate)")
-            let split = try g.add("asplit", name: "split\(i)", "outputs=2")
-            try g.link(src, to: split)
-            var paths: [GainStage.Path] = []
-            for p in 0..<2 {
-                let args = GainStage.initialArgs(gain: gain, path: p)
-                let vol = try g.add("volume", name: "gain\(i)\(p == 0 ? "a" : "b")", args.volume)
-                let fade = try g.add("afade", name: "fade\(i)\(p == 0 ? "a" : "b")", args.fade)
-                try g.link(split, p, to: vol)
-                try g.link(vol, to: fade)
-                try g.link(fade, to: amix, 2 * i + p)
-                paths.append(.init(volume: vol, fade: fade))
-            }
-            buffersrcs.append(src)
-            stages.append(GainStage(graph: g, paths: paths, initialGain: gain))
-        }
-        compressor = try g.add("acompressor", name: "compressor",
+        let d = try FilterGraph()
+        dynamicsGraph = d
+        dynamicsSource = try d.add("abuffer", name: "sum", ProgramMixer.bufferArgs)
+        compressor = try d.add("acompressor", name: "compressor",
                                ProgramMixer.compressorArgs(routing.compression, tuning) +
                                ":attack=\(tuning.compressorAttackMs):release=\(tuning.compressorReleaseMs)")
         // level=0: no auto make-up gain; latency=1: output aligned with input, nothing lost at the end.
-        limiter = try g.add("alimiter", name: "limiter",
+        limiter = try d.add("alimiter", name: "limiter",
                             ProgramMixer.limiterArgs(routing.limiter) +
                             ":attack=\(tuning.limiterAttackMs):release=\(tuning.limiterReleaseMs):level=0:latency=1")
-        let format = try g.add("aformat", name: "format", "sample_fmts=flt:sample_rates=\(AudioFormat.sampleRate):channel_layouts=stereo")
-        sink = try g.add("abuffersink", name: "out", nil)
-        try g.link(amix, to: compressor)
-        try g.link(compressor, to: limiter)
-        try g.link(limiter, to: format)
-        try g.link(format, to: sink)
-        try g.configure()
+        let format = try d.add("aformat", name: "format", "sample_fmts=flt:sample_rates=\(AudioFormat.sampleRate):channel_layouts=stereo")
+        sink = try d.add("abuffersink", name: "out", nil)
+        try d.link(dynamicsSource, to: compressor)
+        try d.link(compressor, to: limiter)
+        try d.link(limiter, to: format)
+        try d.link(format, to: sink)
+        try d.configure()
         appliedDynamics = (routing.compression, routing.limiter)
 
         for _ in inputs {
@@ -126,14 +125,66 @@ public final class ProgramMixer {
             try ffCheck(av_frame_get_buffer(f, 0), "allocate an input frame")
             inFrames.append(f)
         }
-        guard let o = av_frame_alloc() else { throw FFmpegError(cff_averror(ENOMEM), "av_frame_alloc") }
+        guard let o = av_frame_alloc(), let sf = av_frame_alloc() else { throw FFmpegError(cff_averror(ENOMEM), "av_frame_alloc") }
         outFrame = o
+        sumFrame = sf
+        let members = ProgramMixer.members(stages, at: 0)
+        (gainGraph, buffersrcs, sumSink) = try ProgramMixer.buildGainGraph(inputs: inputs, stages: stages, members: members)
     }
 
     deinit {
         for f in inFrames { var p: UnsafeMutablePointer<AVFrame>? = f; av_frame_free(&p) }
         var o: UnsafeMutablePointer<AVFrame>? = outFrame
         av_frame_free(&o)
+        var sf: UnsafeMutablePointer<AVFrame>? = sumFrame
+        av_frame_free(&sf)
+    }
+
+    private static let bufferArgs =
+        "sample_rate=\(AudioFormat.sampleRate):sample_fmt=flt:channel_layout=stereo:time_base=1/\(AudioFormat.sampleRate)"
+
+    /// Which inputs belong in the gain graph at `t`: those that can be heard. At least one, so the
+    /// graph always has an input (a silent one adds nothing).
+    private static func members(_ stages: [GainStage], at t: Int64) -> [Bool] {
+        var m = stages.map { !$0.isSilent(at: t) }
+        if !m.contains(true) { m[0] = true }
+        return m
+    }
+
+    /// The gain graph for the `members`, each stage bound to its new filters.
+    private static func buildGainGraph(inputs: [MixInput], stages: [GainStage], members: [Bool]) throws
+        -> (FilterGraph, [FilterContext?], FilterContext) {
+        let g = try FilterGraph()
+        let count = members.filter { $0 }.count
+        let amix = try g.add("amix", name: "mix", "inputs=\(2 * count):normalize=0:duration=longest")
+        var sources: [FilterContext?] = Array(repeating: nil, count: inputs.count)
+        var bound: [(GainStage, [GainStage.Path])] = []
+        var pad = 0
+        for i in inputs.indices where members[i] {
+            let src = try g.add("abuffer", name: "src\(i)", bufferArgs)
+            let split = try g.add("asplit", name: "split\(i)", "outputs=2")
+            try g.link(src, to: split)
+            var paths: [GainStage.Path] = []
+            for p in 0..<2 {
+                let args = stages[i].args(path: p)
+                let vol = try g.add("volume", name: "gain\(i)\(p == 0 ? "a" : "b")", args.volume)
+                let fade = try g.add("afade", name: "fade\(i)\(p == 0 ? "a" : "b")", args.fade)
+                try g.link(split, p, to: vol)
+                try g.link(vol, to: fade)
+                try g.link(fade, to: amix, pad)
+                pad += 1
+                paths.append(.init(volume: vol, fade: fade))
+            }
+            sources[i] = src
+            bound.append((stages[i], paths))
+        }
+        let out = try g.add("abuffersink", name: "sum", nil)
+        try g.link(amix, to: out)
+        try g.configure()
+        // Only once the graph is whole: a failed build leaves every stage on the old one.
+        for s in stages { s.unbind() }
+        for (stage, paths) in bound { stage.bind(graph: g, paths: paths) }
+        return (g, sources, out)
     }
 
     /// New routing; takes effect, ramped, from the next block.
@@ -188,24 +239,48 @@ public final class ProgramMixer {
                 }
                 stages[i].request(goal, rampFrames: ramp * frameRate / 1000)
             }
-            try stages[i].update(at: t)
         }
         ducking = duckNow
+        // A source about to be heard joins the graph before its ramp starts; one that went silent leaves.
+        let members = ProgramMixer.members(stages, at: t)
+        if members != buffersrcs.map({ $0 != nil }) {
+            (gainGraph, buffersrcs, sumSink) = try ProgramMixer.buildGainGraph(inputs: inputs, stages: stages, members: members)
+            graphRebuilds += 1
+        }
+        for stage in stages { try stage.update(at: t) }
         try applyDynamicsIfChanged()
-        // 4. Push and pull.
+        // 4. Push, sum, and on through the dynamics.
         for i in inputs.indices {
-            try ffCheck(av_buffersrc_add_frame_flags(buffersrcs[i], inFrames[i], Int32(AV_BUFFERSRC_FLAG_KEEP_REF)),
+            guard let src = buffersrcs[i] else { continue }
+            try ffCheck(av_buffersrc_add_frame_flags(src, inFrames[i], Int32(AV_BUFFERSRC_FLAG_KEEP_REF)),
                         "feed \(inputs[i].label) to the mix")
         }
         framesIn += Int64(frames)
+        try passSum()
         try drain(output)
+    }
+
+    /// Moves what the gain graph summed into the dynamics graph (program time stamps, whichever
+    /// gain graph made it).
+    private func passSum() throws {
+        while true {
+            let r = av_buffersink_get_frame(sumSink, sumFrame)
+            if r == cff_eagain() || r == cff_eof() { return }
+            try ffCheck(r, "read the sum")
+            sumFrame.pointee.pts = framesSummed
+            framesSummed += Int64(sumFrame.pointee.nb_samples)
+            // Without KEEP_REF the source takes the frame's reference and leaves it blank.
+            try ffCheck(av_buffersrc_add_frame_flags(dynamicsSource, sumFrame, 0), "feed the sum to the dynamics")
+        }
     }
 
     /// Ends every input and delivers what the graph still holds (the limiter's look-ahead).
     public func finish(output: (UnsafePointer<Float>, Int) throws -> Void) throws {
-        for src in buffersrcs {
+        for case let src? in buffersrcs {
             try ffCheck(av_buffersrc_add_frame_flags(src, nil, 0), "end a mix input")
         }
+        try passSum()
+        try ffCheck(av_buffersrc_add_frame_flags(dynamicsSource, nil, 0), "end the sum")
         try drain(output)
     }
 
@@ -236,11 +311,11 @@ public final class ProgramMixer {
         // so the signal path, and the limiter's look-ahead delay, never change mid-show.
         for part in ProgramMixer.compressorArgs(routing.compression, tuning).split(separator: ":") {
             let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
-            try graph.command(compressor, kv[0], kv[1])
+            try dynamicsGraph.command(compressor, kv[0], kv[1])
         }
         for part in ProgramMixer.limiterArgs(routing.limiter).split(separator: ":") {
             let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
-            try graph.command(limiter, kv[0], kv[1])
+            try dynamicsGraph.command(limiter, kv[0], kv[1])
         }
         appliedDynamics = (routing.compression, routing.limiter)
     }

@@ -7,13 +7,11 @@ import RTP
 // How a changing set of stage voices meets a mixer whose inputs are fixed at init.
 //
 // The mixer gets a fixed pool of voice slots, each an `AudioSource` that renders a participant's
-// jitter buffer, or silence while unassigned. Rebuilding the libavfilter graph on every join or
-// leave would reset the compressor and limiter state and the ramps (an audible jump in the whole
-// program) and cost a graph configure on the mix thread; a pool keeps the signal path and its
-// look-ahead fixed for the whole show, so a join or leave touches only its own slot. The price is
-// idle slots in the graph (silent frames through a few filters each: in a debug build about 1.5 %
-// of a core per idle slot), so the pool is sized to IVS's publisher limit per stage, 12, rather
-// than more. A participant beyond the pool is warned about and waits for a free slot.
+// jitter buffer, or silence while unassigned. The mixer's inputs, and so the routing and meters by
+// input, stay fixed for the whole show, so a join or leave touches only its own slot. An empty
+// slot is at gain 0, which keeps it out of the mixer's gain graph (see `ProgramMixer`): it costs a
+// silent render per block, no filtering. The pool is sized to IVS's publisher limit per stage,
+// 12; a participant beyond it is warned about and waits for a free slot.
 //
 // Routing is per participant, the mixer's gains per input: `SlotRouting` rewrites the show's
 // routing into one over slot ids, each slot a "caller" whose participant volume is exactly the

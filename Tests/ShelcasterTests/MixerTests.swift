@@ -149,4 +149,45 @@ func runMix(_ mixer: ProgramMixer, blocks: Int, before: (Int, Int64) -> Void = {
         #expect(abs((before - during) - 12) < 2, "ducked by \(before - during) dB")
         #expect(abs(after - before) < 0.2, "restored after the voice: \(after) vs \(before)")
     }
+
+    /// Sources at gain 0 are left out of the gain graph; joining and leaving it must not be heard:
+    /// the program follows the ramps sample by sample, also when the graph is rebuilt in the middle
+    /// of another source's ramp.
+    @Test func silentSourcesLeaveTheGraphWithoutATrace() throws {
+        var r = plainRouting()
+        r.onAirCallerIds = []
+        let host: Float = 0.25, caller: Float = 0.125
+        let mixer = try ProgramMixer(inputs: [
+            MixInput(kind: .voice(role: .host, participantId: "h", userId: nil), source: ConstantSource(host)),
+            MixInput(kind: .voice(role: .caller, participantId: "c1", userId: nil), source: ConstantSource(caller)),
+        ], routing: r)
+        let b = AudioFormat.mixBlockFrames
+        let ramp = Int(mixer.tuning.rampMs) * 48
+        // Caller on air at block 10, off at block 40 (silent from 40b + ramp, so it leaves at block 42);
+        // host to 50 % at block 41: its ramp (41b ... 41b + ramp) is running when the graph is rebuilt.
+        let out = Analysis.left(try runMix(mixer, blocks: 80) { blk, _ in
+            if blk == 10 { r.onAirCallerIds = ["c1"]; mixer.apply(r) }
+            if blk == 40 { r.onAirCallerIds = []; mixer.apply(r) }
+            if blk == 41 { r.hostVolume = 50; mixer.apply(r) }
+            if blk == 60 { #expect(mixer.graphRebuilds == 2, "rebuilds: \(mixer.graphRebuilds)") }
+        })
+        func linear(_ t: Int, from: Int, _ a: Double, _ z: Double) -> Double {
+            t <= from ? a : t >= from + ramp ? z : a + (z - a) * Double(t - from) / Double(ramp)
+        }
+        var worst = 0.0
+        for t in 0..<out.count {
+            let gc = t < 40 * b ? linear(t, from: 10 * b, 0, 1) : linear(t, from: 40 * b, 1, 0)
+            let gh = linear(t, from: 41 * b, 1, 0.5)
+            worst = max(worst, abs(Double(out[t]) - (Double(host) * gh + Double(caller) * gc)))
+        }
+        #expect(worst < 1e-4, "largest difference from the ramps: \(worst)")
+        #expect(mixer.graphRebuilds == 2)
+        // The caller off air from the start: it was never in the graph.
+        let quiet = try ProgramMixer(inputs: [
+            MixInput(kind: .voice(role: .host, participantId: "h", userId: nil), source: ConstantSource(host)),
+            MixInput(kind: .voice(role: .caller, participantId: "c1", userId: nil), source: ConstantSource(caller)),
+        ], routing: plainRouting())
+        let q = Analysis.left(try runMix(quiet, blocks: 10))
+        #expect(quiet.graphRebuilds == 0 && q.allSatisfy { $0 == host })
+    }
 }
