@@ -137,6 +137,7 @@ final class FLVSink: ProgramSink {
         try ffCheck(av_channel_layout_copy(&ctx.pointee.ch_layout, &stereo), "av_channel_layout_copy")
         ctx.pointee.bit_rate = Int64(options.audioBitrate)
         ctx.pointee.profile = FF_PROFILE_AAC_LOW
+        ctx.pointee.cutoff = Int32(options.audioCutoffHz)
         ctx.pointee.time_base = AVRational(num: 1, den: Int32(AudioFormat.sampleRate))
         if globalHeader { ctx.pointee.flags |= Int32(AV_CODEC_FLAG_GLOBAL_HEADER) }
         var dict = Muxer.dictionary(["aac_coder": options.aacCoder])

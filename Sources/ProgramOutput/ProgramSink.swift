@@ -63,6 +63,9 @@ public struct OutputOptions: Sendable, Equatable {
     public var gopSeconds: Int
     /// FFmpeg's native AAC coder: "fast" costs about half of the default "twoloop".
     public var aacCoder: String
+    /// Audio bandwidth of the AAC encoder in Hz; 0 lets FFmpeg choose (about 20 kHz at 128 kb/s).
+    /// 15 kHz is FM broadcast's bandwidth: voices lose nothing, and the encoder does a third less work.
+    public var audioCutoffHz: Int
     /// A stream that cannot connect or accept data for this long fails instead of hanging.
     public var ioTimeoutSeconds: Double
     /// Streams only: survive ingest drops (`ReconnectingSink`) instead of failing on the first error.
@@ -72,7 +75,7 @@ public struct OutputOptions: Sendable, Equatable {
 
     public init(artworkPath: String? = nil, caFile: String? = nil, audioBitrate: Int = 128_000,
                 videoSize: VideoSize? = nil, frameRate: Int = 30, gopSeconds: Int = 2,
-                aacCoder: String = "fast", ioTimeoutSeconds: Double = 10,
+                aacCoder: String = "fast", audioCutoffHz: Int = 15_000, ioTimeoutSeconds: Double = 10,
                 reconnect: Bool = false, reconnectPolicy: ReconnectPolicy = ReconnectPolicy()) {
         self.reconnect = reconnect
         self.reconnectPolicy = reconnectPolicy
@@ -83,6 +86,7 @@ public struct OutputOptions: Sendable, Equatable {
         self.frameRate = frameRate
         self.gopSeconds = gopSeconds
         self.aacCoder = aacCoder
+        self.audioCutoffHz = audioCutoffHz
         self.ioTimeoutSeconds = ioTimeoutSeconds
     }
 
@@ -92,6 +96,9 @@ public struct OutputOptions: Sendable, Equatable {
         guard (1...60).contains(frameRate) else { throw bad("frameRate \(frameRate) is outside 1...60") }
         guard (1...10).contains(gopSeconds) else { throw bad("gopSeconds \(gopSeconds) is outside 1...10") }
         guard ["fast", "twoloop", "anmr"].contains(aacCoder) else { throw bad("aacCoder \"\(aacCoder)\" is not fast, twoloop or anmr") }
+        guard audioCutoffHz == 0 || (4_000...24_000).contains(audioCutoffHz) else {
+            throw bad("audioCutoffHz \(audioCutoffHz) is neither 0 (automatic) nor within 4000...24000")
+        }
         guard ioTimeoutSeconds > 0, ioTimeoutSeconds <= 600 else { throw bad("ioTimeoutSeconds \(ioTimeoutSeconds) is outside (0, 600]") }
         try reconnectPolicy.validate()
         if let size = videoSize {

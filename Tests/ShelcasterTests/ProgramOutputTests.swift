@@ -91,6 +91,42 @@ struct ProgramOutputTests {
         #expect(abs(POTest.db(right, over: 0.25)) <= 0.5, "right tone \(right)")
     }
 
+    @Test("FLV: the AAC bandwidth is audioCutoffHz (15 kHz by default); 0 leaves FFmpeg's wider choice",
+          .enabled(if: POTest.hasFFTools, "ffprobe/ffmpeg not installed"))
+    func aacCutoff() throws {
+        let dir = POTest.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        /// Level in dBFS of `hz` in the left channel of what the FLV decodes to, seconds 1 to 2.
+        func levels(cutoff: Int?) throws -> (low: Double, high: Double) {
+            let file = dir.appendingPathComponent("cutoff-\(cutoff ?? -1).flv")
+            var options = OutputOptions()
+            if let cutoff { options.audioCutoffHz = cutoff }
+            let sink = try makeSink(try OutputTarget.parse(file.path), options: options)
+            // 1 kHz at 0.25 and 16.5 kHz at 0.125, both channels.
+            let n = 3 * AudioFormat.sampleRate
+            var samples = [Float](repeating: 0, count: n * 2)
+            for i in 0..<n {
+                let t = Double(i) / Double(AudioFormat.sampleRate)
+                let v = Float(0.25 * sin(2 * .pi * 1000 * t) + 0.125 * sin(2 * .pi * 16_500 * t))
+                samples[2 * i] = v; samples[2 * i + 1] = v
+            }
+            try samples.withUnsafeBufferPointer { try sink.write($0.baseAddress!, frames: n) }
+            try sink.finish()
+            let raw = dir.appendingPathComponent("cutoff-\(cutoff ?? -1).f32")
+            try POTest.run(POTest.ffmpeg!, ["-v", "error", "-y", "-i", file.path, "-map", "0:a:0",
+                                            "-f", "f32le", "-acodec", "pcm_f32le", "-ac", "2", "-ar", "48000", raw.path])
+            let left = try POTest.readFloats(raw).enumerated().filter { $0.offset % 2 == 0 }.map(\.element)
+            let window = left[AudioFormat.sampleRate..<(2 * AudioFormat.sampleRate)]
+            return (Analysis.toneDbfs(window, frequency: 1000), Analysis.toneDbfs(window, frequency: 16_500))
+        }
+        let byDefault = try levels(cutoff: nil)
+        #expect(abs(byDefault.low - dbfs(0.25)) < 0.5, "1 kHz \(byDefault.low) dBFS")
+        #expect(byDefault.high < -60, "16.5 kHz above a 15 kHz cutoff: \(byDefault.high) dBFS")
+        let automatic = try levels(cutoff: 0)
+        #expect(abs(automatic.high - dbfs(0.125)) < 1, "16.5 kHz with FFmpeg's own bandwidth: \(automatic.high) dBFS")
+        #expect(throws: ProgramOutputError.self) { try OutputOptions(audioCutoffHz: 100).validate() }
+    }
+
     @Test("FLV: video follows program time while writing",
           .enabled(if: POTest.hasFFTools, "ffprobe/ffmpeg not installed"))
     func videoFollowsProgramTime() throws {
