@@ -140,7 +140,7 @@ final class FLVSink: ProgramSink {
         ctx.pointee.cutoff = Int32(options.audioCutoffHz)
         ctx.pointee.time_base = AVRational(num: 1, den: Int32(AudioFormat.sampleRate))
         if globalHeader { ctx.pointee.flags |= Int32(AV_CODEC_FLAG_GLOBAL_HEADER) }
-        var dict = Muxer.dictionary(["aac_coder": options.aacCoder])
+        var dict = Muxer.dictionary(["aac_coder": options.aacCoder, "aac_ms": options.aacMidSide ? "1" : "0"])
         defer { av_dict_free(&dict) }
         try ffCheck(avcodec_open2(ctx, codec, &dict), "opening the aac encoder")
         guard ctx.pointee.frame_size > 0 else { throw FFmpegError(cff_averror(EINVAL), "aac encoder frame size") }

@@ -1,6 +1,7 @@
 import AudioCore
 import Foundation
 import Testing
+import CFFmpeg
 @testable import ProgramOutput
 
 /// Ten seconds of a 1 kHz program through the real encoders and muxers, checked with ffprobe/ffmpeg.
@@ -125,6 +126,23 @@ struct ProgramOutputTests {
         let automatic = try levels(cutoff: 0)
         #expect(abs(automatic.high - dbfs(0.125)) < 1, "16.5 kHz with FFmpeg's own bandwidth: \(automatic.high) dBFS")
         #expect(throws: ProgramOutputError.self) { try OutputOptions(audioCutoffHz: 100).validate() }
+    }
+
+    @Test("AAC encoder: the options reach it (coder, mid/side off by default, bandwidth)")
+    func aacEncoderOptions() throws {
+        for midSide in [false, true] {
+            var options = OutputOptions()
+            options.aacMidSide = midSide
+            var ctx: UnsafeMutablePointer<AVCodecContext>? = try FLVSink.openAudioEncoder(options, globalHeader: true)
+            defer { avcodec_free_context(&ctx) }
+            var value: Int64 = -9
+            #expect(av_opt_get_int(ctx!.pointee.priv_data, "aac_ms", 0, &value) == 0)
+            #expect(value == (midSide ? 1 : 0))
+            var coder: Int64 = -9
+            #expect(av_opt_get_int(ctx!.pointee.priv_data, "aac_coder", 0, &coder) == 0)
+            #expect(coder == 2, "aac_coder fast is 2 in FFmpeg 5.1's enum")
+            #expect(ctx!.pointee.cutoff == 15_000)
+        }
     }
 
     @Test("FLV: video follows program time while writing",
