@@ -26,4 +26,11 @@ public protocol AudioSource: AnyObject {
     ///   - frames: frames to produce.
     ///   - at: program time of the first frame, in frames since the show started.
     func render(into out: UnsafeMutablePointer<Float>, frames: Int, at: Int64)
+    /// True while the source has nothing to play and no time to keep (an empty voice slot): its
+    /// render would be silence and may be skipped.
+    var isIdle: Bool { get }
+}
+
+extension AudioSource {
+    public var isIdle: Bool { false }
 }

@@ -12,7 +12,7 @@ public struct MixClock: Sendable {
     public let burstFrames: Int64
     private var startNs: UInt64 = 0
 
-    public init(realtime: Bool, burstMs: Int64 = 80) {
+    public init(realtime: Bool, burstMs: Int64 = 160) {
         self.realtime = realtime
         burstFrames = AudioFormat.frames(milliseconds: max(0, burstMs))
     }

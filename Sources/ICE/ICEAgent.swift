@@ -3,7 +3,8 @@ import Logging
 import RTP
 import STUN
 
-/// Where the agent delivers what it receives. All run on the mux's receive thread, in order.
+/// Where the agent delivers what it receives. All run on the receive loop (its thread, or the
+/// `ReceiveLoop.readNow` caller once the connection delivers in batches), one at a time, in order.
 public struct ICEHandlers: Sendable {
     public var onState: @Sendable (ICEState) -> Void
     /// DTLS records (first byte 20...63) from a validated remote address.
@@ -135,7 +136,7 @@ public final class ICEAgent: @unchecked Sendable {
         continuation.finish()
     }
 
-    // MARK: - Receive thread
+    // MARK: - Receive loop
 
     private func received(_ kind: PacketKind, _ bytes: [UInt8], _ from: STUNTransportAddress, _ arrivalNs: UInt64) {
         switch kind {

@@ -14,8 +14,8 @@ import STUN
 /// than decrypting a packet: a thread per peer, woken per datagram, spent about 0.2 % of a core per
 /// participant on wake-ups alone. So the loop works in two modes:
 /// - undriven, its thread polls every socket and reads each datagram as it arrives;
-/// - driven, a caller that runs on its own schedule anyway (the mix loop, once per burst of blocks) calls
-///   `readNow()` just before it needs the packets, and reads the sockets of connections that carry
+/// - driven, a caller that runs on its own schedule anyway (the mix loop, once per burst of blocks)
+///   calls `readNow()` just before it needs the packets, and reads the sockets of connections that carry
 ///   media (`UDPMux.deliverInBatches`); the thread still reads connections being set up (ICE, DTLS:
 ///   their handshakes never hold up the mix) and runs every timer (ICE checks and consent). No
 ///   packet waits longer than it would have: the mix could not have used it before that call. If
@@ -24,7 +24,8 @@ import STUN
 /// do not depend on when it was read.
 ///
 /// Handlers run on whichever thread reads, one datagram at a time, never two at once: they must
-/// not block.
+/// not block (nor call `readNow`). A loop's thread starts with its first registration and lives as
+/// long as the process, idle in `poll` when it has nothing to read.
 public final class ReceiveLoop: @unchecked Sendable {
     /// The loop every `UDPMux` uses unless given another.
     public static let shared = ReceiveLoop()
@@ -76,7 +77,7 @@ public final class ReceiveLoop: @unchecked Sendable {
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
     private let control = UnsafeMutableRawBufferPointer.allocate(byteCount: 128, alignment: 8)
 
-    public init(drivenGrace: Double = 0.2) {
+    public init(drivenGrace: Double = 0.5) {
         self.drivenGrace = drivenGrace
         var p: [Int32] = [-1, -1]
         guard pipe(&p) == 0 else { fatalError("ReceiveLoop: pipe() failed, errno \(errno)") }

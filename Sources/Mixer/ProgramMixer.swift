@@ -70,6 +70,8 @@ public final class ProgramMixer {
     private let limiter: FilterContext
     private let sink: FilterContext
     private var inFrames: [UnsafeMutablePointer<AVFrame>] = []
+    /// Per input: not rendered in the current block (idle and out of the graph).
+    private var skipped: [Bool]
     private let sumFrame: UnsafeMutablePointer<AVFrame>
     private let outFrame: UnsafeMutablePointer<AVFrame>
     private var appliedDynamics: (Routing.Compression, Routing.Limiter)?
@@ -96,6 +98,7 @@ public final class ProgramMixer {
         sourceMeters = Array(repeating: LevelMeter(), count: inputs.count)
         lastSourceLevels = Array(repeating: BlockLevel(rms: 0, peak: 0), count: inputs.count)
         stages = inputs.map { GainStage(initialGain: ProgramMixer.targetGain($0.kind, routing: routing, ducked: false)) }
+        skipped = Array(repeating: false, count: inputs.count)
 
         let d = try FilterGraph()
         dynamicsGraph = d
@@ -211,6 +214,13 @@ public final class ProgramMixer {
         // 1. Render every source into its (reused) frame.
         var voiceActive = false
         for i in inputs.indices {
+            // An idle source that is not in the gain graph would only render silence nobody hears.
+            skipped[i] = buffersrcs[i] == nil && inputs[i].source.isIdle && stages[i].isSilent(at: t)
+            if skipped[i] {
+                lastSourceLevels[i] = BlockLevel(rms: 0, peak: 0)
+                sourceMeters[i].add(lastSourceLevels[i])
+                continue
+            }
             let f = inFrames[i]
             try ffCheck(av_frame_make_writable(f), "make an input frame writable")
             f.pointee.nb_samples = Int32(frames)
@@ -252,6 +262,15 @@ public final class ProgramMixer {
         // 4. Push, sum, and on through the dynamics.
         for i in inputs.indices {
             guard let src = buffersrcs[i] else { continue }
+            if skipped[i] {
+                // Joined the graph in this very block without having rendered: it is silence.
+                let f = inFrames[i]
+                try ffCheck(av_frame_make_writable(f), "make an input frame writable")
+                f.pointee.nb_samples = Int32(frames)
+                f.pointee.pts = t
+                UnsafeMutableRawPointer(f.pointee.data.0!).assumingMemoryBound(to: Float.self)
+                    .update(repeating: 0, count: frames * AudioFormat.channels)
+            }
             try ffCheck(av_buffersrc_add_frame_flags(src, inFrames[i], Int32(AV_BUFFERSRC_FLAG_KEEP_REF)),
                         "feed \(inputs[i].label) to the mix")
         }

@@ -78,6 +78,7 @@ public struct SlotVoice: Sendable, Equatable {
 /// One mixer input: renders whichever jitter buffer the mix thread put in it, else silence.
 final class VoiceSlot: AudioSource {
     var buffer: JitterBuffer?
+    var isIdle: Bool { buffer == nil }
     func render(into out: UnsafeMutablePointer<Float>, frames: Int, at: Int64) {
         if let b = buffer { b.render(into: out, frames: frames, at: at) } else { out.update(repeating: 0, count: frames * AudioFormat.channels) }
     }

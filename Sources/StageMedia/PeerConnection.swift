@@ -10,8 +10,8 @@ import SRTP
 /// (controlling) → DTLS (either role) → SRTP/SRTCP → decrypted Opus RTP to `onAudioRTP`, with
 /// RTCP receiver reports going back every `receiverReportInterval`.
 ///
-/// Thread-safe. Callbacks run on internal threads (the ICE socket thread for audio; that thread
-/// or a timer thread for states), never while an internal lock is held, so they may call any
+/// Thread-safe. Callbacks run on internal threads (the ICE receive loop for audio: its thread, or
+/// once connected the `ReceiveLoop.readNow` caller; that loop or a timer thread for states), never while an internal lock is held, so they may call any
 /// method, `close()` included. States are delivered one at a time, in order. Set the callbacks
 /// before `applyAnswer`. Once `close()` returns (called from another thread than a callback), no
 /// further audio callback starts.
@@ -116,8 +116,9 @@ public final class PeerConnection: @unchecked Sendable {
         set { lock.lock(); stateCallback = newValue; lock.unlock() }
     }
 
-    /// Decrypted audio RTP (the answer's Opus payload type only) with its monotonic arrival time
-    /// (`MediaClock.monotonicNanoseconds()`), on the ICE socket thread: return quickly.
+    /// Decrypted audio RTP (the answer's Opus payload type only) with its arrival time: when the
+    /// kernel received it, on the clock of `MediaClock.monotonicNanoseconds()`. Called on the ICE
+    /// receive loop: return quickly.
     public var onAudioRTP: (@Sendable (RTPPacket, _ arrivalNs: UInt64) -> Void)? {
         get { lock.lock(); defer { lock.unlock() }; return audioCallback }
         set { lock.lock(); audioCallback = newValue; lock.unlock() }
@@ -211,7 +212,7 @@ public final class PeerConnection: @unchecked Sendable {
         logger.debug("peer closed")
     }
 
-    // MARK: - ICE socket thread
+    // MARK: - ICE receive loop
 
     private func iceStateChanged(_ s: ICEState) {
         lock.lock()

@@ -190,4 +190,39 @@ func runMix(_ mixer: ProgramMixer, blocks: Int, before: (Int, Int64) -> Void = {
         let q = Analysis.left(try runMix(quiet, blocks: 10))
         #expect(quiet.graphRebuilds == 0 && q.allSatisfy { $0 == host })
     }
+
+    /// An idle source (an empty voice slot) out of the graph is not rendered at all; once it has
+    /// something to play and a gain, it is heard from its first block, ramped as usual.
+    @Test func idleSourcesAreNotRenderedUntilTheyMatter() throws {
+        final class Slot: AudioSource {
+            var idle = true
+            var renders = 0
+            func render(into out: UnsafeMutablePointer<Float>, frames: Int, at: Int64) {
+                renders += 1
+                out.update(repeating: idle ? 0 : 0.125, count: frames * 2)
+            }
+            var isIdle: Bool { idle }
+        }
+        var r = plainRouting()
+        r.onAirCallerIds = []
+        let slot = Slot()
+        let mixer = try ProgramMixer(inputs: [
+            MixInput(kind: .voice(role: .host, participantId: "h", userId: nil), source: ConstantSource(0.25)),
+            MixInput(kind: .voice(role: .caller, participantId: "c1", userId: nil), source: slot),
+        ], routing: r)
+        let b = AudioFormat.mixBlockFrames
+        var rendersWhileIdle = -1
+        let out = Analysis.left(try runMix(mixer, blocks: 40) { blk, _ in
+            if blk == 10 { rendersWhileIdle = slot.renders }
+            // Same block: the slot gets a participant and goes on air.
+            if blk == 10 { slot.idle = false; r.onAirCallerIds = ["c1"]; mixer.apply(r) }
+        })
+        #expect(rendersWhileIdle == 0)
+        #expect(slot.renders == 30)
+        let ramp = Int(mixer.tuning.rampMs) * 48
+        #expect(out[10 * b - 1] == 0.25)
+        #expect(abs(out[10 * b + ramp / 2] - (0.25 + 0.0625)) < 1e-4, "half-way up the ramp")
+        #expect(abs(out[12 * b] - 0.375) < 1e-5)
+        #expect(mixer.lastSourceLevels[1].peak > 0.12)
+    }
 }
