@@ -68,7 +68,8 @@ public struct OutputOptions: Sendable, Equatable {
     /// coding still gives each channel 64 kb/s.
     public var aacMidSide: Bool
     /// Audio bandwidth of the AAC encoder in Hz; 0 lets FFmpeg choose (about 20 kHz at 128 kb/s).
-    /// 15 kHz is FM broadcast's bandwidth: voices lose nothing, and the encoder does a third less work.
+    /// 15 kHz is FM broadcast's bandwidth: voices lose nothing, and on full-band material the encoder
+    /// does about a third less work (pure tones gain nothing).
     public var audioCutoffHz: Int
     /// A stream that cannot connect or accept data for this long fails instead of hanging.
     public var ioTimeoutSeconds: Double
