@@ -14,7 +14,7 @@ import STUN
         let mux: UDPMux
         let got = ICETestBox<[Arrival]>([])
         let timerCalls = ICETestBox(0)
-        init(drivenGrace: Double = 0.2) throws {
+        init(drivenGrace: Double = 0.5) throws {
             loop = ReceiveLoop(drivenGrace: drivenGrace)
             mux = try UDPMux(interfaces: .addresses([STUNIPAddress("127.0.0.1")!]), ipv6: false, loop: loop)
         }
@@ -25,6 +25,10 @@ import STUN
             }, onTimer: { [self] now in timerCalls.with { $0 += 1 }; return now + 3600 })
         }
         var address: STUNTransportAddress { mux.localAddresses[0] }
+        /// Another loopback mux on the same loop, to send from.
+        func makeSender() throws -> UDPMux {
+            try UDPMux(interfaces: .addresses([STUNIPAddress("127.0.0.1")!]), ipv6: false, loop: loop)
+        }
     }
 
     static func monoNs() -> UInt64 {
@@ -43,7 +47,7 @@ import STUN
         let probe = try Probe()
         defer { probe.mux.close() }
         probe.start()
-        let sender = try UDPMux(interfaces: .addresses([STUNIPAddress("127.0.0.1")!]), ipv6: false, loop: probe.loop)
+        let sender = try probe.makeSender()
         defer { sender.close() }
         let before = Self.monoNs()
         #expect(sender.send([0x80, 1, 2, 3], to: probe.address))
@@ -58,7 +62,7 @@ import STUN
         defer { probe.mux.close() }
         probe.start()
         probe.mux.deliverInBatches()
-        let sender = try UDPMux(interfaces: .addresses([STUNIPAddress("127.0.0.1")!]), ipv6: false, loop: probe.loop)
+        let sender = try probe.makeSender()
         defer { sender.close() }
         probe.loop.readNow()  // driven from here on, for 5 s
         let first = Self.monoNs()
@@ -86,7 +90,7 @@ import STUN
         let probe = try Probe(drivenGrace: 5)
         defer { probe.mux.close() }
         probe.start()  // not batched: a handshake in progress
-        let sender = try UDPMux(interfaces: .addresses([STUNIPAddress("127.0.0.1")!]), ipv6: false, loop: probe.loop)
+        let sender = try probe.makeSender()
         defer { sender.close() }
         probe.loop.readNow()
         let sent = ICEClock.now()
@@ -101,7 +105,7 @@ import STUN
         defer { probe.mux.close() }
         probe.start()
         probe.mux.deliverInBatches()
-        let sender = try UDPMux(interfaces: .addresses([STUNIPAddress("127.0.0.1")!]), ipv6: false, loop: probe.loop)
+        let sender = try probe.makeSender()
         defer { sender.close() }
         probe.loop.readNow()
         let sent = ICEClock.now()
@@ -114,7 +118,7 @@ import STUN
 
     @Test func handlerMayCloseItsOwnMuxAndNothingRunsAfterClose() throws {
         let probe = try Probe()
-        let sender = try UDPMux(interfaces: .addresses([STUNIPAddress("127.0.0.1")!]), ipv6: false, loop: probe.loop)
+        let sender = try probe.makeSender()
         defer { sender.close() }
         // The first datagram's handler closes the mux: the second is never delivered.
         probe.start(onDatagram: { $0.mux.close() })
