@@ -221,11 +221,7 @@ public final class ProgramMixer {
                 sourceMeters[i].add(lastSourceLevels[i])
                 continue
             }
-            let f = inFrames[i]
-            try ffCheck(av_frame_make_writable(f), "make an input frame writable")
-            f.pointee.nb_samples = Int32(frames)
-            f.pointee.pts = t
-            let data = UnsafeMutableRawPointer(f.pointee.data.0!).assumingMemoryBound(to: Float.self)
+            let data = try inputSamples(i, frames: frames, at: t)
             inputs[i].source.render(into: data, frames: frames, at: t)
             let level = BlockLevel.measure(data, count: frames * AudioFormat.channels)
             lastSourceLevels[i] = level
@@ -253,7 +249,7 @@ public final class ProgramMixer {
         ducking = duckNow
         // A source about to be heard joins the graph before its ramp starts; one that went silent leaves.
         let members = ProgramMixer.members(stages, at: t)
-        if members != buffersrcs.map({ $0 != nil }) {
+        if zip(members, buffersrcs).contains(where: { $0 != ($1 != nil) }) {
             (gainGraph, buffersrcs, sumSink) = try ProgramMixer.buildGainGraph(inputs: inputs, stages: stages, members: members)
             graphRebuilds += 1
         }
@@ -264,12 +260,7 @@ public final class ProgramMixer {
             guard let src = buffersrcs[i] else { continue }
             if skipped[i] {
                 // Joined the graph in this very block without having rendered: it is silence.
-                let f = inFrames[i]
-                try ffCheck(av_frame_make_writable(f), "make an input frame writable")
-                f.pointee.nb_samples = Int32(frames)
-                f.pointee.pts = t
-                UnsafeMutableRawPointer(f.pointee.data.0!).assumingMemoryBound(to: Float.self)
-                    .update(repeating: 0, count: frames * AudioFormat.channels)
+                try inputSamples(i, frames: frames, at: t).update(repeating: 0, count: frames * AudioFormat.channels)
             }
             try ffCheck(av_buffersrc_add_frame_flags(src, inFrames[i], Int32(AV_BUFFERSRC_FLAG_KEEP_REF)),
                         "feed \(inputs[i].label) to the mix")
@@ -277,6 +268,15 @@ public final class ProgramMixer {
         framesIn += Int64(frames)
         try passSum()
         try drain(output)
+    }
+
+    /// Input `i`'s reused frame made writable and stamped for the block at `t`: its samples.
+    private func inputSamples(_ i: Int, frames: Int, at t: Int64) throws -> UnsafeMutablePointer<Float> {
+        let f = inFrames[i]
+        try ffCheck(av_frame_make_writable(f), "make an input frame writable")
+        f.pointee.nb_samples = Int32(frames)
+        f.pointee.pts = t
+        return UnsafeMutableRawPointer(f.pointee.data.0!).assumingMemoryBound(to: Float.self)
     }
 
     /// Moves what the gain graph summed into the dynamics graph (program time stamps, whichever

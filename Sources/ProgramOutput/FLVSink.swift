@@ -245,14 +245,10 @@ final class FLVSink: ProgramSink {
         let rate = Int64(AudioFormat.sampleRate)
         let count = Int64(gop.packets.count)
         while videoFrames * rate < inputFrames * frameRate {
-            try ffCheck(av_packet_ref(packet, gop.packets[Int(videoFrames % count)]), "av_packet_ref")
-            packet.pointee.pts = videoFrames
-            packet.pointee.dts = videoFrames
-            packet.pointee.duration = 1
-            av_packet_rescale_ts(packet, gop.timeBase, videoTimeBase)
-            packet.pointee.stream_index = videoIndex
+            let frame = videoFrames
             videoFrames += 1
-            try muxer.writeInterleaved(packet)
+            try muxer.writeStillFrame(gop, index: Int(frame % count), asFrame: frame, using: packet, to: videoTimeBase,
+                                      streamIndex: videoIndex)
         }
     }
 }

@@ -208,16 +208,11 @@ final class LiveFLVSession {
         let rate = Int64(AudioFormat.sampleRate)
         let count = gop.packets.count
         while nextVideoFrame * rate < end * frameRate {
-            try ffCheck(av_packet_ref(packet, gop.packets[gopPosition % count]), "av_packet_ref")
-            packet.pointee.pts = nextVideoFrame
-            packet.pointee.dts = nextVideoFrame
-            packet.pointee.duration = 1
-            av_packet_rescale_ts(packet, gop.timeBase, videoTimeBase)
-            packet.pointee.stream_index = videoIndex
+            let (frame, index) = (nextVideoFrame, gopPosition % count)
             nextVideoFrame += 1
             gopPosition = (gopPosition + 1) % count
             videoPackets += 1
-            try muxer.writeInterleaved(packet)
+            try muxer.writeStillFrame(gop, index: index, asFrame: frame, using: packet, to: videoTimeBase, streamIndex: videoIndex)
         }
     }
 

@@ -148,6 +148,19 @@ final class Muxer {
         }
     }
 
+    /// Writes packet `index` of the still picture's cached GOP as video frame `frame` (counted in
+    /// the GOP's time base, one per frame), through `packet`.
+    func writeStillFrame(_ gop: StillGOP, index: Int, asFrame frame: Int64, using packet: UnsafeMutablePointer<AVPacket>,
+                         to outTimeBase: AVRational, streamIndex: Int32) throws {
+        try ffCheck(av_packet_ref(packet, gop.packets[index]), "av_packet_ref")
+        packet.pointee.pts = frame
+        packet.pointee.dts = frame
+        packet.pointee.duration = 1
+        av_packet_rescale_ts(packet, gop.timeBase, outTimeBase)
+        packet.pointee.stream_index = streamIndex
+        try writeInterleaved(packet)
+    }
+
     func writeInterleaved(_ packet: UnsafeMutablePointer<AVPacket>) throws {
         let r = av_interleaved_write_frame(context, packet)
         if r < 0 { throw ProgramOutputError.writeFailed(label, reason: FFmpegError.text(r)) }
